@@ -1,0 +1,1 @@
+"""Two-tower product recommender."""
