@@ -149,3 +149,4 @@ ITEM_VECTOR_TABLE: Final = "recsys_item_vectors"
 TEXT_VECTOR_TABLE: Final = "recsys_item_text_vectors"
 MODEL_REGISTRY_TABLE: Final = "recsys_model_versions"  # which model_version is live
 VECTOR_COLUMN: Final = "embedding"
+USER_HISTORY_TABLE: Final = "recsys_user_history"  # per-user item ids by interaction type, for the history filter
