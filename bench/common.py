@@ -147,7 +147,7 @@ def write_benchmarks_md(order: list[str]) -> Path:
     missing = [n for n in order if n not in results]
     if missing:
         parts += [f"Not run yet: {', '.join(missing)}.", ""]
-    for name, res in results.items():
+    for res in results.values():
         mach = res["machine"]
         parts += [
             f"## {res['title']}",
