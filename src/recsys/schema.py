@@ -150,3 +150,9 @@ TEXT_VECTOR_TABLE: Final = "recsys_item_text_vectors"
 MODEL_REGISTRY_TABLE: Final = "recsys_model_versions"  # which model_version is live
 VECTOR_COLUMN: Final = "embedding"
 USER_HISTORY_TABLE: Final = "recsys_user_history"  # per-user item ids by interaction type, for the history filter
+
+# ---------------------------------------------------------------- user history table (history filter, online path)
+HISTORY_PURCHASED: Final = "purchased_item_ids"  # purchase and rate interactions
+HISTORY_CARTED: Final = "carted_item_ids"
+HISTORY_VIEWED: Final = "viewed_item_ids"  # positive views
+HISTORY_UPDATED_AT: Final = "updated_at"  # newest interaction time folded into the row
