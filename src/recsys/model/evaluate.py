@@ -1,0 +1,342 @@
+"""Offline evaluation: train/valid/test splits, full-ranking metrics, and the model against baselines.
+
+Protocol (the same for the two-tower model and every baseline):
+- `make_split` holds out each eligible user's latest (temporal) or randomly chosen (random) interactions.
+- Everything is fitted on the train part. The validation part picks hyper-parameters (EASE's lambda, the
+  model's early stopping); the test part gives the reported numbers.
+- Ranking is over the whole catalogue; items the user already interacted with (train, plus valid when scoring
+  test) are excluded from the ranking and from relevance. Only positive held-out interactions are relevant.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from recsys import schema
+from recsys.model.baselines import EASE_LAMBDAS, Scorer, fit_ease, fit_itemknn, fit_popularity
+
+SPLIT_KINDS = ("temporal", "random")
+DEFAULT_KS = (10, 20, 50)
+HOLDOUT_FRACTION = 0.1  # per user: this share goes to test, the same share before it to valid
+MIN_INTERACTIONS_TO_HOLD_OUT = 5  # users with fewer interactions stay entirely in train
+SELECTION_METRIC = "recall@10"  # what the validation part maximises (EASE lambda, early stopping)
+USER_CHUNK = 512  # users scored per block in rank_metrics: bounds memory at chunk x n_items
+
+# (users, items, train interactions) -> scores [len(users), len(items)], columns in the items' row order
+UserScores = Callable[[pd.DataFrame, pd.DataFrame, pd.DataFrame], np.ndarray]
+
+
+@dataclass(frozen=True)
+class Split:
+    train: pd.DataFrame
+    valid: pd.DataFrame
+    test: pd.DataFrame
+
+
+@dataclass(frozen=True)
+class EvalSet:
+    """The users to score and, per user, the relevant held-out items and the items to exclude (column ids)."""
+
+    user_rows: np.ndarray  # rows of the user index, only users with at least one relevant held-out item
+    heldout: list[np.ndarray]
+    exclude: list[np.ndarray]
+
+
+@dataclass(frozen=True)
+class Dataset:
+    users: pd.DataFrame
+    items: pd.DataFrame
+    interactions: pd.DataFrame  # only rows whose user and item are in the two tables above
+    dropped_interactions: int
+
+
+# ------------------------------------------------------------------------------------------ weights
+def interaction_weights(interactions: pd.DataFrame) -> np.ndarray:
+    """How much each interaction counts as a positive (0 = not a positive).
+
+    purchase > cart > positive_view, `rate` by its stars, negative_view 0. Without an interaction_type column
+    every interaction is a positive of weight 1; a `rate` without a rating weighs like a view; unknown types 0.
+    """
+    if schema.INTERACTION_TYPE not in interactions.columns:
+        return np.ones(len(interactions), dtype=np.float32)
+    kinds = interactions[schema.INTERACTION_TYPE].astype("string")
+    weights = kinds.map(schema.POSITIVE_WEIGHTS).astype("Float64").fillna(0.0).to_numpy(dtype=np.float32)
+    is_rate = (kinds == schema.RATE).fillna(False).to_numpy(dtype=bool)
+    if is_rate.any():
+        view_stars = schema.POSITIVE_WEIGHTS[schema.POSITIVE_VIEW] / schema.RATE_WEIGHT_PER_STAR
+        ratings = interactions.get(schema.RATING, pd.Series(np.nan, index=interactions.index))
+        stars = pd.to_numeric(ratings, errors="coerce").astype("Float64").fillna(view_stars)
+        rate_weights = stars.to_numpy(dtype=np.float32) * schema.RATE_WEIGHT_PER_STAR
+        weights[is_rate] = np.clip(rate_weights[is_rate], 0.0, None)
+    return weights
+
+
+def positive_mask(interactions: pd.DataFrame) -> np.ndarray:
+    """True for interactions that count as relevance (everything but negative views and unknown types)."""
+    return interaction_weights(interactions) > 0
+
+
+# ------------------------------------------------------------------------------------------ splits
+def make_split(interactions: pd.DataFrame, kind: str, seed: int = 42) -> Split:
+    """Per-user split: `temporal` holds out the latest interactions, `random` a seeded random 80/10/10.
+
+    Each user with at least MIN_INTERACTIONS_TO_HOLD_OUT interactions gives round(10%) (>= 1) to test and as
+    many to valid; users with fewer stay in train. Every input row lands in exactly one part.
+    """
+    if kind not in SPLIT_KINDS:
+        raise ValueError(f"unknown split {kind!r}: expected one of {', '.join(SPLIT_KINDS)}")
+    _require_columns(interactions, schema.REQUIRED_COLUMNS[schema.INTERACTIONS_FILE], "interactions")
+    frame = interactions.reset_index(drop=True)
+    if kind == "temporal":
+        tie_break = [schema.INTERACTION_ID] if schema.INTERACTION_ID in frame.columns else []
+        ordered = frame.sort_values([schema.USER_ID, schema.TIMESTAMP, *tie_break], kind="stable")
+    else:
+        shuffled = frame.iloc[np.random.default_rng(seed).permutation(len(frame))]
+        ordered = shuffled.sort_values(schema.USER_ID, kind="stable")  # random order within each user
+    by_user = ordered.groupby(schema.USER_ID, sort=False, observed=True)
+    position = by_user.cumcount().to_numpy()
+    size = by_user[schema.USER_ID].transform("size").to_numpy()
+    n_holdout = np.where(
+        size >= MIN_INTERACTIONS_TO_HOLD_OUT, np.maximum(1, np.round(size * HOLDOUT_FRACTION)).astype(np.int64), 0
+    )
+    from_end = size - 1 - position
+    is_test = from_end < n_holdout
+    is_valid = ~is_test & (from_end < 2 * n_holdout)
+    is_train = ~is_test & ~is_valid
+    return Split(train=ordered[is_train], valid=ordered[is_valid], test=ordered[is_test])
+
+
+# ------------------------------------------------------------------------------------------ matrices
+def interaction_matrix(interactions: pd.DataFrame, user_index: pd.Index, item_index: pd.Index) -> sp.csr_matrix:
+    """Weighted user x item CSR matrix of the positive interactions (repeated pairs add up)."""
+    rows, cols = _codes(interactions, user_index, item_index)
+    weights = interaction_weights(interactions)
+    keep = weights > 0
+    return sp.csr_matrix(
+        (weights[keep], (rows[keep], cols[keep])), shape=(len(user_index), len(item_index)), dtype=np.float32
+    )
+
+
+def build_eval_set(known: pd.DataFrame, heldout: pd.DataFrame, user_index: pd.Index, item_index: pd.Index) -> EvalSet:
+    """Relevant = positive held-out items the user has not interacted with in `known`; exclude = `known` items."""
+    n_users = len(user_index)
+    known_items = _items_per_user(*_codes(known, user_index, item_index), n_users)
+    positives = heldout[positive_mask(heldout)]
+    heldout_items = _items_per_user(*_codes(positives, user_index, item_index), n_users)
+    relevant = [np.setdiff1d(h, e, assume_unique=True) for h, e in zip(heldout_items, known_items, strict=True)]
+    user_rows = np.array([row for row in range(n_users) if relevant[row].size], dtype=np.int64)
+    return EvalSet(
+        user_rows=user_rows, heldout=[relevant[r] for r in user_rows], exclude=[known_items[r] for r in user_rows]
+    )
+
+
+def _codes(interactions: pd.DataFrame, user_index: pd.Index, item_index: pd.Index) -> tuple[np.ndarray, np.ndarray]:
+    rows = user_index.get_indexer(interactions[schema.USER_ID].astype(str))
+    cols = item_index.get_indexer(interactions[schema.ITEM_ID].astype(str))
+    if (rows < 0).any() or (cols < 0).any():
+        raise ValueError("interactions reference users or items that are not in the index")
+    return rows.astype(np.int64), cols.astype(np.int64)
+
+
+def _items_per_user(rows: np.ndarray, cols: np.ndarray, n_users: int) -> list[np.ndarray]:
+    """Sorted unique item columns per user row, for every row 0..n_users-1."""
+    order = np.lexsort((cols, rows))
+    rows, cols = rows[order], cols[order]
+    first = np.ones(rows.size, dtype=bool)
+    first[1:] = (rows[1:] != rows[:-1]) | (cols[1:] != cols[:-1])
+    rows, cols = rows[first], cols[first]
+    bounds = np.searchsorted(rows, np.arange(n_users + 1))
+    return [cols[bounds[r] : bounds[r + 1]] for r in range(n_users)]
+
+
+# ------------------------------------------------------------------------------------------ metrics
+def rank_metrics(
+    scores: np.ndarray, heldout: list[np.ndarray], exclude: list[np.ndarray], ks: Sequence[int] = DEFAULT_KS
+) -> dict[str, float]:
+    """Recall, NDCG, HitRate (`hit@k`) and MRR (`mrr@k`) at each k, averaged over users with held-out items.
+
+    scores: [n_users, n_items]; heldout[u] / exclude[u]: item columns relevant to / already seen by user u.
+    Excluded items are ranked last (-inf). Recall@k = hits / |relevant|; NDCG uses binary gains.
+    """
+    scores = np.asarray(scores)
+    if scores.ndim != 2 or not (len(heldout) == len(exclude) == scores.shape[0]):
+        raise ValueError("scores must be [n_users, n_items] with one heldout and one exclude array per user")
+    if not ks or min(ks) < 1:
+        raise ValueError(f"ks must be positive integers, got {tuple(ks)}")
+    if np.isnan(scores).any():
+        raise ValueError("scores contain NaN")
+    n_items = scores.shape[1]
+    ks = sorted({int(k) for k in ks})
+    depth = min(max(ks), n_items)
+    discounts = 1.0 / np.log2(np.arange(2, depth + 2))
+    ideal = np.concatenate([[0.0], np.cumsum(discounts)])  # ideal[n] = IDCG with n relevant items in the list
+    totals = dict.fromkeys((f"{name}@{k}" for k in ks for name in ("recall", "ndcg", "hit", "mrr")), 0.0)
+    evaluated = 0
+    for start in range(0, scores.shape[0], USER_CHUNK):
+        block_users = [u for u in range(start, min(start + USER_CHUNK, scores.shape[0])) if len(heldout[u])]
+        if not block_users:
+            continue
+        block = scores[block_users].astype(np.float32, copy=True)
+        ex_rows, ex_cols = _flatten([exclude[u] for u in block_users])
+        block[ex_rows, ex_cols] = -np.inf
+        relevant = np.zeros(block.shape, dtype=bool)
+        relevant[_flatten([heldout[u] for u in block_users])] = True
+        top = _top_columns(block, depth)
+        hits = np.take_along_axis(relevant, top, axis=1)
+        n_relevant = relevant.sum(axis=1)
+        first_hit = np.where(hits.any(axis=1), hits.argmax(axis=1), depth)
+        for k in ks:
+            k_hits = hits[:, :k]
+            found = k_hits.sum(axis=1)
+            totals[f"recall@{k}"] += float((found / n_relevant).sum())
+            dcg = (k_hits * discounts[: k_hits.shape[1]]).sum(axis=1)
+            totals[f"ndcg@{k}"] += float((dcg / ideal[np.minimum(n_relevant, k_hits.shape[1])]).sum())
+            totals[f"hit@{k}"] += float((found > 0).sum())
+            totals[f"mrr@{k}"] += float(np.where(first_hit < k, 1.0 / (first_hit + 1), 0.0).sum())
+        evaluated += len(block_users)
+    if evaluated == 0:
+        raise ValueError("no user has a relevant held-out item: nothing to evaluate")
+    return {name: total / evaluated for name, total in totals.items()}
+
+
+def _top_columns(block: np.ndarray, depth: int) -> np.ndarray:
+    """The `depth` best columns of each row, best first."""
+    if depth < block.shape[1]:
+        candidates = np.argpartition(-block, depth - 1, axis=1)[:, :depth]
+    else:
+        candidates = np.broadcast_to(np.arange(block.shape[1]), block.shape)
+    order = np.argsort(-np.take_along_axis(block, candidates, axis=1), axis=1, kind="stable")
+    return np.take_along_axis(candidates, order, axis=1)
+
+
+def _flatten(per_row: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    lengths = np.array([len(a) for a in per_row], dtype=np.int64)
+    rows = np.repeat(np.arange(len(per_row)), lengths)
+    cols = np.concatenate(per_row).astype(np.int64) if lengths.sum() else np.empty(0, dtype=np.int64)
+    return rows, cols
+
+
+def score_eval_set(scorer: Scorer, eval_set: EvalSet, ks: Sequence[int] = DEFAULT_KS) -> dict[str, float]:
+    return rank_metrics(scorer(eval_set.user_rows), eval_set.heldout, eval_set.exclude, ks)
+
+
+def choose_ease_lambda(
+    train_matrix: sp.csr_matrix, valid_set: EvalSet, lambdas: Sequence[float] = EASE_LAMBDAS
+) -> tuple[float, Scorer]:
+    """The lambda with the best validation SELECTION_METRIC (the first of equals), and its fitted scorer."""
+    best: tuple[float, float, Scorer] | None = None
+    for lam in lambdas:
+        scorer = fit_ease(train_matrix, lam)
+        value = score_eval_set(scorer, valid_set, (10,))[SELECTION_METRIC]
+        if best is None or value > best[0]:
+            best = (value, lam, scorer)
+    if best is None:
+        raise ValueError("no EASE lambda to try")
+    return best[1], best[2]
+
+
+# ------------------------------------------------------------------------------------------ data
+def read_dataset(data_dir: Path) -> Dataset:
+    """The three parquet files of the schema; only the id/timestamp columns are required. Ids become str."""
+    frames = {}
+    for name, what in zip(schema.DATA_FILES, ("users", "items", "interactions"), strict=True):
+        path = Path(data_dir) / name
+        if not path.is_file():
+            raise FileNotFoundError(f"{what} file not found: {path}")
+        frame = pd.read_parquet(path)
+        _require_columns(frame, schema.REQUIRED_COLUMNS[name], what)
+        for column in (schema.USER_ID, schema.ITEM_ID):
+            if column in frame.columns:
+                frame[column] = frame[column].astype(str)
+        frames[what] = frame
+    users, items, interactions = frames["users"], frames["items"], frames["interactions"]
+    for frame, column, what in ((users, schema.USER_ID, "users"), (items, schema.ITEM_ID, "items")):
+        if frame[column].duplicated().any():
+            raise ValueError(f"{what} file has duplicate {column} values")
+    interactions[schema.TIMESTAMP] = pd.to_datetime(interactions[schema.TIMESTAMP], utc=True)
+    known = interactions[schema.USER_ID].isin(users[schema.USER_ID]) & interactions[schema.ITEM_ID].isin(
+        items[schema.ITEM_ID]
+    )
+    return Dataset(
+        users=users.reset_index(drop=True),
+        items=items.reset_index(drop=True),
+        interactions=interactions[known].reset_index(drop=True),
+        dropped_interactions=int((~known).sum()),
+    )
+
+
+def _require_columns(frame: pd.DataFrame, columns: Sequence[str], what: str) -> None:
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise ValueError(f"{what} lack required column(s): {', '.join(missing)}")
+
+
+# ------------------------------------------------------------------------------------------ the report
+def trained_model_scores(model_dir: Path) -> UserScores:
+    """Scores of a saved two-tower model: encode_users(users, train history) . encode_items(items)."""
+    from recsys.model.artifacts import load_model
+
+    model = load_model(model_dir)
+
+    def score(users: pd.DataFrame, items: pd.DataFrame, train: pd.DataFrame) -> np.ndarray:
+        return model.encode_users(users, history=train) @ model.encode_items(items).T
+
+    return score
+
+
+def evaluate_model_and_baselines(
+    data_dir: Path,
+    model_dir: Path | None,
+    split: str,
+    k_values: Sequence[int] = DEFAULT_KS,
+    seed: int = 42,
+    user_scores: UserScores | None = None,
+) -> dict:
+    """Test-part metrics of the model (from `user_scores`, else the model in `model_dir`, else none) and of
+    popularity, ItemKNN and EASE, all fitted on the same train part.
+
+    Returns {"split", "model": {metric: value}, "baselines": {name: {metric: value}}, "details": {...}};
+    "model" is absent when neither `user_scores` nor `model_dir` is given.
+    """
+    data = read_dataset(data_dir)
+    parts = make_split(data.interactions, split, seed)
+    user_index = pd.Index(data.users[schema.USER_ID])
+    item_index = pd.Index(data.items[schema.ITEM_ID])
+    train_matrix = interaction_matrix(parts.train, user_index, item_index)
+    valid_set = build_eval_set(parts.train, parts.valid, user_index, item_index)
+    test_set = build_eval_set(pd.concat([parts.train, parts.valid]), parts.test, user_index, item_index)
+    ease_lambda, ease = choose_ease_lambda(train_matrix, valid_set)
+    baselines = {
+        "popularity": score_eval_set(fit_popularity(train_matrix), test_set, k_values),
+        "itemknn": score_eval_set(fit_itemknn(train_matrix), test_set, k_values),
+        "ease": score_eval_set(ease, test_set, k_values),
+    }
+    result: dict = {"split": split}
+    if user_scores is None and model_dir is not None:
+        user_scores = trained_model_scores(model_dir)
+    if user_scores is not None:
+        users = data.users.iloc[test_set.user_rows].reset_index(drop=True)
+        scores = np.asarray(user_scores(users, data.items, parts.train), dtype=np.float32)
+        if scores.shape != (len(users), len(data.items)):
+            raise ValueError(f"model scores have shape {scores.shape}, expected {(len(users), len(data.items))}")
+        result["model"] = rank_metrics(scores, test_set.heldout, test_set.exclude, k_values)
+    result["baselines"] = baselines
+    result["details"] = {
+        "seed": seed,
+        "k_values": sorted(set(k_values)),
+        "users_evaluated": int(test_set.user_rows.size),
+        "n_users": len(user_index),
+        "n_items": len(item_index),
+        "train_interactions": len(parts.train),
+        "valid_interactions": len(parts.valid),
+        "test_interactions": len(parts.test),
+        "dropped_interactions": data.dropped_interactions,
+        "ease_lambda": ease_lambda,
+    }
+    return result
