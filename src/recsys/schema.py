@@ -156,3 +156,9 @@ HISTORY_PURCHASED: Final = "purchased_item_ids"  # purchase and rate interaction
 HISTORY_CARTED: Final = "carted_item_ids"
 HISTORY_VIEWED: Final = "viewed_item_ids"  # positive views
 HISTORY_UPDATED_AT: Final = "updated_at"  # newest interaction time folded into the row
+
+# ---------------------------------------------------------------- pgvector tables' bookkeeping columns (index.py)
+VECTOR_UPDATED_AT: Final = "updated_at"  # when the row last changed
+REGISTRY_SEQUENCE: Final = "version_seq"  # monotonic publish order: defines "newer" (model_version is a hash)
+REGISTERED_AT: Final = "registered_at"
+LIVE_SINCE: Final = "live_since"  # set when a version goes live; the live one has the latest
