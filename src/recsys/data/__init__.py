@@ -1,0 +1,1 @@
+"""Synthetic data: the category catalogue and the generator of users, items and interactions."""
