@@ -36,9 +36,24 @@ class Tier:
 
 TIERS: tuple[Tier, ...] = (
     Tier("budget", 0.55, ("Basix", "ValuePro", "EcoLine", "Simplio"), ("affordable", "basic", "no-frills", "compact")),
-    Tier("standard", 1.0, ("Nordway", "Everwell", "Brightly", "Kestrel"), ("reliable", "versatile", "everyday", "classic")),
-    Tier("premium", 1.8, ("Auralux", "Vantor", "Helix", "Meridian"), ("premium", "advanced", "high-performance", "refined")),
-    Tier("luxury", 3.2, ("Maison Lumiere", "Obsidian", "Aurelia", "Sterling & Co"), ("luxury", "handcrafted", "signature", "exclusive")),
+    Tier(
+        "standard",
+        1.0,
+        ("Nordway", "Everwell", "Brightly", "Kestrel"),
+        ("reliable", "versatile", "everyday", "classic"),
+    ),
+    Tier(
+        "premium",
+        1.8,
+        ("Auralux", "Vantor", "Helix", "Meridian"),
+        ("premium", "advanced", "high-performance", "refined"),
+    ),
+    Tier(
+        "luxury",
+        3.2,
+        ("Maison Lumiere", "Obsidian", "Aurelia", "Sterling & Co"),
+        ("luxury", "handcrafted", "signature", "exclusive"),
+    ),
 )
 
 # department -> group -> [(leaf name, synonyms, median price)]
@@ -194,13 +209,56 @@ FEATURES: tuple[str, ...] = (
     "tested for quality and safety",
     "a favourite among customers for its value",
 )
-USES: tuple[str, ...] = ("everyday use", "gifting", "home and travel", "beginners and experts alike",
-                         "busy families", "professionals", "weekends and holidays")
+USES: tuple[str, ...] = (
+    "everyday use",
+    "gifting",
+    "home and travel",
+    "beginners and experts alike",
+    "busy families",
+    "professionals",
+    "weekends and holidays",
+)
 
-FIRST_NAMES: tuple[str, ...] = ("Alex", "Maria", "John", "Aisha", "Wei", "Sofia", "Liam", "Priya", "Noah", "Emma",
-                                "Mateo", "Yuki", "Olga", "Kwame", "Lena", "Omar", "Chloe", "Ravi", "Ines", "Sam")
-LAST_NAMES: tuple[str, ...] = ("Smith", "Garcia", "Chen", "Khan", "Müller", "Rossi", "Kim", "Silva", "Novak",
-                               "Okafor", "Dubois", "Tanaka", "Patel", "Jensen", "Haddad", "Lopez")
+FIRST_NAMES: tuple[str, ...] = (
+    "Alex",
+    "Maria",
+    "John",
+    "Aisha",
+    "Wei",
+    "Sofia",
+    "Liam",
+    "Priya",
+    "Noah",
+    "Emma",
+    "Mateo",
+    "Yuki",
+    "Olga",
+    "Kwame",
+    "Lena",
+    "Omar",
+    "Chloe",
+    "Ravi",
+    "Ines",
+    "Sam",
+)
+LAST_NAMES: tuple[str, ...] = (
+    "Smith",
+    "Garcia",
+    "Chen",
+    "Khan",
+    "Müller",
+    "Rossi",
+    "Kim",
+    "Silva",
+    "Novak",
+    "Okafor",
+    "Dubois",
+    "Tanaka",
+    "Patel",
+    "Jensen",
+    "Haddad",
+    "Lopez",
+)
 
 REVIEW_TITLES: dict[int, tuple[str, ...]] = {
     1: ("Very disappointed", "Would not buy again", "Broke quickly"),
@@ -222,8 +280,11 @@ def product_name(leaf: Leaf, brand: str, adjective: str, synonym: str, model: in
     return f"{brand} {adjective.title()} {synonym.title()} {leaf.name[:1].upper()}{model}"
 
 
-def product_description(leaf: Leaf, tier: Tier, brand: str, adjective: str, synonym: str, feature: str,
-                        use: str) -> str:
+def product_description(
+    leaf: Leaf, tier: Tier, brand: str, adjective: str, synonym: str, feature: str, use: str
+) -> str:
     """Names the leaf, a synonym, its group, department and tier, so sentence embeddings place the item."""
-    return (f"A {adjective} {synonym} from {brand}'s {tier.name} line in {leaf.group} ({leaf.department}). "
-            f"This {leaf.name.lower()} item is {feature}. Ideal for {use}.")
+    return (
+        f"A {adjective} {synonym} from {brand}'s {tier.name} line in {leaf.group} ({leaf.department}). "
+        f"This {leaf.name.lower()} item is {feature}. Ideal for {use}."
+    )

@@ -204,9 +204,17 @@ def _item_texts(rng: np.random.Generator, leaf: np.ndarray, tier: np.ndarray) ->
         brand = tr.brands[picks[1, k] % len(tr.brands)]
         adjective = tr.adjectives[picks[2, k] % len(tr.adjectives)]
         names.append(catalog.product_name(lf, brand, adjective, synonym, 100 + picks[5, k] % 900))
-        abouts.append(catalog.product_description(
-            lf, tr, brand, adjective, synonym,
-            catalog.FEATURES[picks[3, k] % len(catalog.FEATURES)], catalog.USES[picks[4, k] % len(catalog.USES)]))
+        abouts.append(
+            catalog.product_description(
+                lf,
+                tr,
+                brand,
+                adjective,
+                synonym,
+                catalog.FEATURES[picks[3, k] % len(catalog.FEATURES)],
+                catalog.USES[picks[4, k] % len(catalog.USES)],
+            )
+        )
     return names, abouts
 
 
@@ -238,7 +246,9 @@ def _make_users(rng: np.random.Generator, n: int, as_of_ns: int, items: _Items) 
     frame = pd.DataFrame(
         {
             schema.USER_ID: _ids("u", n),
-            schema.USER_NAME: [f"{catalog.FIRST_NAMES[a]} {catalog.LAST_NAMES[b]}" for a, b in zip(first, last)],
+            schema.USER_NAME: [
+                f"{catalog.FIRST_NAMES[a]} {catalog.LAST_NAMES[b]}" for a, b in zip(first, last, strict=True)
+            ],
             schema.SIGNUP_DATE: pd.to_datetime(signup_ns, utc=True),
             schema.PREFERENCES: [schema.PREFERENCE_SEPARATOR.join(names[row[row >= 0]]) for row in preferences],
             schema.AGE: np.clip(np.round(rng.normal(37, 12, n)), 18, 85).astype(np.int64),
@@ -275,8 +285,9 @@ class _BucketSampler:
         return self.items[np.clip(pos, self.start[buckets], np.maximum(self.stop[buckets] - 1, 0))]
 
 
-def _make_interactions(rng: np.random.Generator, n: int, users: _Users, items: _Items, as_of_ns: int,
-                       strength: float) -> _Interactions:
+def _make_interactions(
+    rng: np.random.Generator, n: int, users: _Users, items: _Items, as_of_ns: int, strength: float
+) -> _Interactions:
     n_users, n_tiers = len(users.tier), len(catalog.TIERS)
     available = np.flatnonzero(items.available)
     # every user gets one interaction while there are enough; activity is long-tailed on top
@@ -291,8 +302,9 @@ def _make_interactions(rng: np.random.Generator, n: int, users: _Users, items: _
     own_tier = rng.random(n) < TIER_FOCUS
     tier = np.where(own_tier, users.tier[user], rng.integers(0, n_tiers, n))
 
-    by_bucket = _BucketSampler(items.leaf * n_tiers + items.tier, items.popularity, available,
-                               len(catalog.LEAVES) * n_tiers)
+    by_bucket = _BucketSampler(
+        items.leaf * n_tiers + items.tier, items.popularity, available, len(catalog.LEAVES) * n_tiers
+    )
     by_leaf = _BucketSampler(items.leaf, items.popularity, available, len(catalog.LEAVES))
     everything = _BucketSampler(np.zeros_like(items.leaf), items.popularity, available, 1)
     bucket = leaf * n_tiers + tier
@@ -308,8 +320,15 @@ def _make_interactions(rng: np.random.Generator, n: int, users: _Users, items: _
     type_index = np.where(follows_taste, _draw(rng, TASTE_TYPE_MIX, n), _draw(rng, BROWSE_TYPE_MIX, n))
     types = np.array(schema.INTERACTION_TYPES, dtype=object)[type_index]
     is_rate = types == schema.RATE
-    stars = np.clip(np.round(items.quality[item] + np.where(preferred, RATING_BONUS_PREFERRED, RATING_PENALTY_OTHER)
-                             + rng.normal(0.0, 0.6, n)), 1, 5)
+    stars = np.clip(
+        np.round(
+            items.quality[item]
+            + np.where(preferred, RATING_BONUS_PREFERRED, RATING_PENALTY_OTHER)
+            + rng.normal(0.0, 0.6, n)
+        ),
+        1,
+        5,
+    )
     has_quantity = (types == schema.PURCHASE) | (types == schema.CART)
     quantity = rng.geometric(0.65, n)
 
@@ -349,8 +368,10 @@ def _draw(rng: np.random.Generator, mix: tuple[float, ...], n: int) -> np.ndarra
 
 def _reviews(rng: np.random.Generator, leaf: np.ndarray, stars: np.ndarray) -> tuple[list[str], list[str]]:
     pick = rng.integers(0, 1 << 30, leaf.size)
-    titles = [catalog.REVIEW_TITLES[s][p % len(catalog.REVIEW_TITLES[s])] for s, p in zip(stars, pick)]
-    contents = [catalog.REVIEW_BODIES[s].format(noun=catalog.LEAVES[lf].synonyms[0]) for s, lf in zip(stars, leaf)]
+    titles = [catalog.REVIEW_TITLES[s][p % len(catalog.REVIEW_TITLES[s])] for s, p in zip(stars, pick, strict=True)]
+    contents = [
+        catalog.REVIEW_BODIES[s].format(noun=catalog.LEAVES[lf].synonyms[0]) for s, lf in zip(stars, leaf, strict=True)
+    ]
     return titles, contents
 
 
