@@ -1,0 +1,134 @@
+"""Per-user interaction history in Postgres (schema.USER_HISTORY_TABLE), read by the history filter.
+
+One row per user: the item ids purchased (purchase and rate: a rated item is owned), carted and positively
+viewed, plus the newest interaction time folded in. Writes are idempotent upserts that never let an older
+snapshot overwrite a newer one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import pandas as pd
+import psycopg
+from psycopg import sql
+
+from recsys import schema
+
+# interaction type -> history column
+HISTORY_COLUMN_BY_TYPE = {
+    schema.PURCHASE: schema.HISTORY_PURCHASED,
+    schema.RATE: schema.HISTORY_PURCHASED,
+    schema.CART: schema.HISTORY_CARTED,
+    schema.POSITIVE_VIEW: schema.HISTORY_VIEWED,
+}
+HISTORY_COLUMNS = (schema.HISTORY_PURCHASED, schema.HISTORY_CARTED, schema.HISTORY_VIEWED)
+
+
+@dataclass(frozen=True)
+class UserHistory:
+    purchased: tuple[str, ...] = ()
+    carted: tuple[str, ...] = ()
+    viewed: tuple[str, ...] = ()
+
+    def items(self, kinds: Iterable[str]) -> list[str]:
+        """Item ids of the given kinds ('purchased', 'carted', 'viewed'), without duplicates."""
+        return list(dict.fromkeys(i for kind in kinds for i in getattr(self, kind)))
+
+
+def ensure_history_table(conn: psycopg.Connection, table: str = schema.USER_HISTORY_TABLE) -> None:
+    arrays = sql.SQL(", ").join(
+        sql.SQL("{} text[] NOT NULL DEFAULT '{{}}'").format(sql.Identifier(c)) for c in HISTORY_COLUMNS
+    )
+    conn.execute(
+        sql.SQL("CREATE TABLE IF NOT EXISTS {} ({} text PRIMARY KEY, {}, {} timestamptz NOT NULL)").format(
+            sql.Identifier(table), sql.Identifier(schema.USER_ID), arrays, sql.Identifier(schema.HISTORY_UPDATED_AT)
+        )
+    )
+
+
+def _history_rows(interactions: pd.DataFrame) -> pd.DataFrame:
+    """One row per user: a sorted, de-duplicated item list per history column and the newest timestamp."""
+    frame = interactions[[schema.USER_ID, schema.ITEM_ID, schema.INTERACTION_TYPE, schema.TIMESTAMP]].copy()
+    frame[schema.TIMESTAMP] = pd.to_datetime(frame[schema.TIMESTAMP], utc=True)
+    newest = frame.groupby(schema.USER_ID, sort=True)[schema.TIMESTAMP].max()
+    frame["column"] = frame[schema.INTERACTION_TYPE].map(HISTORY_COLUMN_BY_TYPE)
+    kept = frame.dropna(subset=["column"]).drop_duplicates([schema.USER_ID, schema.ITEM_ID, "column"])
+    lists = kept.sort_values(schema.ITEM_ID).groupby([schema.USER_ID, "column"])[schema.ITEM_ID].agg(list)
+    wide = lists.unstack("column").reindex(index=newest.index, columns=list(HISTORY_COLUMNS))
+    wide = wide.map(lambda v: v if isinstance(v, list) else [])
+    wide[schema.HISTORY_UPDATED_AT] = newest
+    return wide.reset_index()
+
+
+def write_user_history(
+    conn: psycopg.Connection, interactions: pd.DataFrame, table: str = schema.USER_HISTORY_TABLE
+) -> int:
+    """Upsert every user's history from an interactions frame (user_id, item_id, interaction_type, timestamp).
+
+    Idempotent; a row is replaced only by a snapshot at least as new. Returns the number of users written.
+    """
+    rows = _history_rows(interactions)
+    columns = [schema.USER_ID, *HISTORY_COLUMNS, schema.HISTORY_UPDATED_AT]
+    names = sql.SQL(", ").join(map(sql.Identifier, columns))
+    updates = sql.SQL(", ").join(
+        sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in [*HISTORY_COLUMNS, schema.HISTORY_UPDATED_AT]
+    )
+    staging = sql.Identifier(f"{table}_staging")
+    with conn.transaction():
+        ensure_history_table(conn, table)
+        conn.execute(sql.SQL("CREATE TEMP TABLE {} (LIKE {}) ON COMMIT DROP").format(staging, sql.Identifier(table)))
+        with conn.cursor() as cur, cur.copy(sql.SQL("COPY {} ({}) FROM STDIN").format(staging, names)) as copy:
+            for record in rows[columns].itertuples(index=False):
+                copy.write_row([str(record[0]), *record[1:4], record[4].to_pydatetime()])
+        conn.execute(
+            sql.SQL(
+                "INSERT INTO {table} ({names}) SELECT {names} FROM {staging} "
+                "ON CONFLICT ({uid}) DO UPDATE SET {updates} WHERE {table}.{ts} <= EXCLUDED.{ts}"
+            ).format(
+                table=sql.Identifier(table),
+                names=names,
+                staging=staging,
+                uid=sql.Identifier(schema.USER_ID),
+                updates=updates,
+                ts=sql.Identifier(schema.HISTORY_UPDATED_AT),
+            )
+        )
+    return len(rows)
+
+
+def read_user_history(
+    conn: psycopg.Connection, user_ids: Iterable[str], table: str = schema.USER_HISTORY_TABLE
+) -> dict[str, UserHistory]:
+    """History of the given users (users without a row are absent from the result)."""
+    ids = list(dict.fromkeys(user_ids))
+    if not ids:
+        return {}
+    query = sql.SQL("SELECT {}, {} FROM {} WHERE {} = ANY(%s)").format(
+        sql.Identifier(schema.USER_ID),
+        sql.SQL(", ").join(map(sql.Identifier, HISTORY_COLUMNS)),
+        sql.Identifier(table),
+        sql.Identifier(schema.USER_ID),
+    )
+    with conn.cursor() as cur:
+        cur.execute(query, (ids,))
+        return {row[0]: UserHistory(*(tuple(v) for v in row[1:])) for row in cur.fetchall()}
+
+
+def item_popularity(conn: psycopg.Connection, table: str = schema.USER_HISTORY_TABLE) -> dict[str, float]:
+    """How many users purchased, carted or positively viewed each item (weighted 3/2/1 like training)."""
+    weights = {
+        schema.HISTORY_PURCHASED: schema.POSITIVE_WEIGHTS[schema.PURCHASE],
+        schema.HISTORY_CARTED: schema.POSITIVE_WEIGHTS[schema.CART],
+        schema.HISTORY_VIEWED: schema.POSITIVE_WEIGHTS[schema.POSITIVE_VIEW],
+    }
+    parts = sql.SQL(" UNION ALL ").join(
+        sql.SQL("SELECT unnest({}) AS item, {}::float8 AS w FROM {}").format(
+            sql.Identifier(column), sql.Literal(weight), sql.Identifier(table)
+        )
+        for column, weight in weights.items()
+    )
+    with conn.cursor() as cur:
+        cur.execute(sql.SQL("SELECT item, sum(w) FROM ({}) AS p GROUP BY item").format(parts))
+        return {item: float(score) for item, score in cur.fetchall()}

@@ -1,0 +1,119 @@
+"""Request models of the online path, and the one place where raw JSON instances are validated.
+
+An instance's kind is told by its keys: `user_id` / `user` ask for recommendations. Issue 8 adds
+`{"query": ...}` (semantic search) and `{"item_id": ...}` (similar items) by registering one more model in
+INSTANCE_KINDS; nothing else changes.
+
+Limits (documented in the README's serving section): k in 1..MAX_K, at most MAX_INSTANCES per call, ids and
+profile strings bounded so one request cannot make the server allocate or hash unbounded text.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError, model_validator
+
+MAX_K = 100
+MAX_INSTANCES = 64
+MAX_ID_CHARS = 128
+MAX_PREFERENCES_CHARS = 1024
+MAX_SHORT_CHARS = 32
+DEFAULT_K = 10
+
+IdText = Annotated[StrictStr, Field(min_length=1, max_length=MAX_ID_CHARS)]
+ShortText = Annotated[StrictStr, Field(min_length=1, max_length=MAX_SHORT_CHARS)]
+
+
+class RequestError(ValueError):
+    """A request that cannot be served as sent; the message names the offending field (HTTP 400)."""
+
+
+class UserProfile(BaseModel):
+    """What a new user tells us about themselves; every field is optional."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    preferences: Annotated[StrictStr, Field(max_length=MAX_PREFERENCES_CHARS)] | None = None
+    age: Annotated[StrictInt, Field(ge=0, le=130)] | None = None
+    gender: ShortText | None = None
+
+    def is_empty(self) -> bool:
+        return self.preferences is None and self.age is None and self.gender is None
+
+
+class RequestContext(BaseModel):
+    """When and where the request happens; drives the availability and contextual filters."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    timestamp: datetime | None = None  # ISO 8601; the offset, if any, sets local weekday/hour; default now (UTC)
+    device: ShortText | None = None  # e.g. mobile, desktop, tablet
+    season: ShortText | None = None  # e.g. winter, spring, summer, autumn
+
+    def moment(self) -> datetime:
+        if self.timestamp is None:
+            return datetime.now(UTC)
+        return self.timestamp if self.timestamp.tzinfo else self.timestamp.replace(tzinfo=UTC)
+
+
+class RecommendRequest(BaseModel):
+    """Top-k items for a known user (`user_id`), a new user (`user` profile), or both (profile as fallback)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    user_id: IdText | None = None
+    user: UserProfile | None = None
+    k: Annotated[StrictInt, Field(ge=1, le=MAX_K)] = DEFAULT_K
+    context: RequestContext = RequestContext()
+
+    @model_validator(mode="after")
+    def _someone(self) -> RecommendRequest:
+        if self.user_id is None and self.user is None:
+            raise ValueError("give user_id or user")
+        return self
+
+
+# the key that tells an instance's kind -> its model (issue 8 adds "query" and "item_id")
+INSTANCE_KINDS: dict[str, type[BaseModel]] = {"user_id": RecommendRequest, "user": RecommendRequest}
+
+
+def _field_path(prefix: str, loc: tuple[int | str, ...]) -> str:
+    path = prefix
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return path
+
+
+def parse_instance(raw: Any, where: str = "instance") -> BaseModel:
+    """One JSON instance -> its request model, or RequestError naming the field."""
+    if not isinstance(raw, dict):
+        raise RequestError(f"{where}: expected an object, got {type(raw).__name__}")
+    kinds = {INSTANCE_KINDS[key] for key in raw if key in INSTANCE_KINDS}
+    if not kinds:
+        raise RequestError(f"{where}: give user_id or user")
+    if len(kinds) > 1:
+        raise RequestError(f"{where}: mixes request kinds ({', '.join(sorted(k for k in raw if k in INSTANCE_KINDS))})")
+    try:
+        return kinds.pop().model_validate(raw)
+    except ValidationError as exc:
+        error = exc.errors(include_url=False, include_input=False)[0]
+        message = error["msg"].removeprefix("Value error, ")
+        raise RequestError(f"{_field_path(where, tuple(error['loc']))}: {message}") from None
+
+
+def parse_instances(payload: Any) -> list[BaseModel]:
+    """A V1 body (`{"instances": [...]}`) -> validated request models, all or nothing."""
+    if not isinstance(payload, dict):
+        raise RequestError("body: expected a JSON object with an 'instances' list")
+    if "instances" not in payload:
+        raise RequestError("instances: missing")
+    instances = payload["instances"]
+    if not isinstance(instances, list):
+        raise RequestError("instances: expected a list")
+    if not instances:
+        raise RequestError("instances: empty")
+    if len(instances) > MAX_INSTANCES:
+        raise RequestError(f"instances: at most {MAX_INSTANCES} per request, got {len(instances)}")
+    return [parse_instance(raw, f"instances[{i}]") for i, raw in enumerate(instances)]

@@ -1,0 +1,92 @@
+"""Candidate retrieval over the pgvector item table: two strategies behind one interface.
+
+- ExactRetriever: the version's item vectors loaded from the table into memory once; cosine top-n by one
+  matmul + argpartition (~0.7 ms for top-100 of 100k x 64 on 2 threads, recall 1.0).
+- HnswRetriever: an HNSW query in Postgres (index.hnsw_search) with ef_search raised to at least n, because
+  pgvector returns at most ef_search rows; for catalogues too large to hold in memory.
+
+`choose_strategy` picks exact up to EXACT_MAX_ITEMS items unless a setting forces one. Both return candidate
+rows of the ItemCatalogue built from the same table, best first, with cosine scores.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Protocol
+
+import numpy as np
+from psycopg_pool import ConnectionPool
+
+from recsys import index, schema
+from recsys.item_catalogue import ItemCatalogue
+
+Strategy = Literal["auto", "exact", "hnsw"]
+EXACT_MAX_ITEMS = 500_000  # exact top-100 of 500k x 64 ~3.5 ms; beyond that HNSW keeps latency flat
+HNSW_MAX_EF_SEARCH = 1000  # pgvector's upper bound for hnsw.ef_search
+
+
+class Retriever(Protocol):
+    max_candidates: int  # the widest pool this retriever can return
+
+    def search(self, queries: np.ndarray, n: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per query (unit vector): (catalogue rows, cosine scores), best first, at most n each."""
+        ...
+
+
+def choose_strategy(strategy: Strategy, n_items: int) -> Literal["exact", "hnsw"]:
+    if strategy != "auto":
+        return strategy
+    return "exact" if n_items <= EXACT_MAX_ITEMS else "hnsw"
+
+
+class ExactRetriever:
+    """Brute-force cosine top-n over the item matrix held in memory (rows aligned with the catalogue)."""
+
+    def __init__(self, matrix: np.ndarray):
+        norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+        self.matrix = np.ascontiguousarray(matrix / np.where(norms == 0, 1, norms), dtype=np.float32)
+        self.max_candidates = len(matrix)
+
+    def search(self, queries: np.ndarray, n: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        scores = np.asarray(queries, dtype=np.float32) @ self.matrix.T
+        n = min(n, self.matrix.shape[0])
+        out = []
+        for row in scores:
+            top = np.argpartition(-row, n - 1)[:n] if n < len(row) else np.arange(len(row))
+            top = top[np.argsort(-row[top], kind="stable")]
+            out.append((top.astype(np.int64), row[top]))
+        return out
+
+
+class HnswRetriever:
+    """Approximate top-n through the HNSW index of the item table, filtered to one model_version."""
+
+    def __init__(
+        self,
+        pool: ConnectionPool,
+        catalogue: ItemCatalogue,
+        model_version: str,
+        ef_search: int = 200,
+        table: str = schema.ITEM_VECTOR_TABLE,
+        timeout_s: float = 2.0,
+    ):
+        self.pool = pool
+        self.catalogue = catalogue
+        self.model_version = model_version
+        self.ef_search = ef_search
+        self.table = table
+        self.timeout_s = timeout_s
+        self.max_candidates = min(len(catalogue), HNSW_MAX_EF_SEARCH)
+
+    def search(self, queries: np.ndarray, n: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        n = min(n, self.max_candidates)
+        ef = min(max(self.ef_search, n), HNSW_MAX_EF_SEARCH)
+        with self.pool.connection(timeout=self.timeout_s) as conn:
+            hits = index.hnsw_search(conn, queries, n, ef, self.model_version, self.table)
+        position = self.catalogue.position
+        out = []
+        for row in hits:
+            known = [(position[item_id], score) for item_id, score in row if item_id in position]
+            rows = np.fromiter((r for r, _ in known), dtype=np.int64, count=len(known))
+            scores = np.fromiter((s for _, s in known), dtype=np.float32, count=len(known))
+            out.append((rows, scores))
+        return out
