@@ -116,13 +116,13 @@ def _validate(n_users: int, n_items: int, n_interactions: int, seed: int, streng
 
 def _prepare_out(out: Path) -> None:
     if out.exists() and not out.is_dir():
-        raise GenerationError(f"--out {out} exists and is not a folder")
+        raise GenerationError(f"output folder {out} exists and is not a folder")
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise GenerationError(f"cannot create --out {out}: {exc.strerror or exc}") from exc
+        raise GenerationError(f"cannot create output folder {out}: {exc.strerror or exc}") from exc
     if not os.access(out, os.W_OK | os.X_OK):
-        raise GenerationError(f"--out {out} is not writable")
+        raise GenerationError(f"output folder {out} is not writable")
 
 
 def _as_of_ns(as_of: datetime | None) -> int:
