@@ -28,6 +28,7 @@ pytestmark = pytest.mark.unit
 
 NOW = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)  # a Friday, 10:00
 SATURDAY_NIGHT = datetime(2026, 11, 28, 23, 0, tzinfo=UTC)
+ADULT = UserFacts(age=30)
 PAST, FUTURE = "2026-01-01T00:00:00Z", "2027-01-01T00:00:00Z"
 
 # item_id, category, arrival, stock
@@ -64,7 +65,7 @@ def only(**rules) -> FilterConfig:
     return FilterConfig(**{**off, **rules})
 
 
-def run(catalogue, config, user=UserFacts(age=30), moment=NOW, **context):
+def run(catalogue, config, user=ADULT, moment=NOW, **context):
     rows = np.arange(len(catalogue), dtype=np.int64)
     scores = np.linspace(1.0, 0.1, len(catalogue)).astype(np.float32)  # i0 best ... i9 worst
     result = CompiledFilters(config, catalogue).apply(rows, scores, user, moment, **context)

@@ -189,3 +189,64 @@ def images(
         f"{report.generated} images generated, {report.skipped} already there, in {report.out_dir} "
         f"({report.seconds:.1f} s{per_image})"
     )
+
+
+# ------------------------------------------------------------------------------------------- serving
+@app.command("serve")
+def serve_cmd(
+    model_dir: Annotated[Path | None, typer.Option(help="trained model dir [default: RECSYS_MODEL_DIR]")] = None,
+    http_port: Annotated[int, typer.Option(help="HTTP port of the KServe ModelServer")] = 8080,
+) -> None:
+    """Run the KServe predictor (model `recommender`, V1 and V2 protocols) until interrupted."""
+    from serving.__main__ import serve
+
+    serve(model_dir or get_settings().model_dir, http_port)
+
+
+@app.command("recommend")
+def recommend_cmd(
+    user_id: Annotated[str | None, typer.Option(help="a known (or unknown) user id")] = None,
+    k: Annotated[int, typer.Option(help="how many items")] = 10,
+    preferences: Annotated[str | None, typer.Option(help="new-user profile: '|'-joined categories")] = None,
+    age: Annotated[int | None, typer.Option(help="new-user profile: age")] = None,
+    gender: Annotated[str | None, typer.Option(help="new-user profile: gender")] = None,
+    timestamp: Annotated[str | None, typer.Option(help="request time, ISO 8601 [default: now]")] = None,
+    url: Annotated[str | None, typer.Option(help="ask a running predictor (http://host:port) instead")] = None,
+    model_dir: Annotated[Path | None, typer.Option(help="model dir for the in-process path")] = None,
+) -> None:
+    """Print the top-k recommendations for a user (in-process, or through a running predictor with --url)."""
+    from recsys.request_models import RequestError, parse_instances
+
+    instance: dict = {"k": k}
+    if user_id is not None:
+        instance["user_id"] = user_id
+    profile = {key: v for key, v in (("preferences", preferences), ("age", age), ("gender", gender)) if v is not None}
+    if profile:
+        instance["user"] = profile
+    if timestamp is not None:
+        instance["context"] = {"timestamp": timestamp}
+    body = {"instances": [instance]}
+    try:
+        requests = parse_instances(body)
+    except RequestError as exc:
+        fail(str(exc))
+    if url is not None:
+        import httpx
+
+        try:
+            response = httpx.post(f"{url.rstrip('/')}/v1/models/recommender:predict", json=body, timeout=30)
+        except httpx.HTTPError as exc:
+            fail(f"cannot reach {url}: {type(exc).__name__}", code=1)
+        if response.status_code != 200:
+            fail(f"{response.status_code}: {response.text}", code=1)
+        console.print_json(json.dumps(response.json()["predictions"][0]))
+        return
+    from recsys.recommender import NotReady, Recommender
+
+    recommender = Recommender.from_settings(model_dir, poll=False)
+    try:
+        console.print_json(json.dumps(recommender.recommend(requests)[0]))
+    except NotReady as exc:
+        fail(f"not ready: {exc} (has `recsys publish` run for this model?)", code=1)
+    finally:
+        recommender.close()

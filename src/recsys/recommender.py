@@ -34,7 +34,14 @@ from recsys.filters import NO_ROWS, CompiledFilters, FilterConfig, UserFacts, pa
 from recsys.item_catalogue import ItemCatalogue, load_from_feast
 from recsys.model.artifacts import MODEL_VERSION_FILE, TrainedModel, load_model
 from recsys.request_models import RecommendRequest
-from recsys.retrieval import ExactRetriever, HnswRetriever, Retriever, Strategy, choose_strategy
+from recsys.retrieval import (
+    ExactRetriever,
+    HnswRetriever,
+    IndexVersionGone,
+    Retriever,
+    Strategy,
+    choose_strategy,
+)
 
 log = logging.getLogger(__name__)
 
@@ -275,6 +282,9 @@ class Recommender:
         except DB_ERRORS as exc:
             self._wake.set()  # let the poller decide quickly whether the database is down
             raise NotReady(f"database unavailable ({type(exc).__name__})") from None
+        except IndexVersionGone:
+            self._wake.set()  # a newer version is being published: pick it up now
+            raise NotReady(f"model_version {state.model_version} is being replaced") from None
 
     def _read_users(self, user_ids: list[str]) -> tuple[dict[str, dict[str, Any]], dict[str, history.UserHistory]]:
         if not user_ids:

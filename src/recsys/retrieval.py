@@ -3,7 +3,10 @@
 - ExactRetriever: the version's item vectors loaded from the table into memory once; cosine top-n by one
   matmul + argpartition (~0.7 ms for top-100 of 100k x 64 on 2 threads, recall 1.0).
 - HnswRetriever: an HNSW query in Postgres (index.hnsw_search) with ef_search raised to at least n, because
-  pgvector returns at most ef_search rows; for catalogues too large to hold in memory.
+  pgvector returns at most ef_search rows; for catalogues too large to hold in memory. The table holds one
+  version at a time, so between a publish's vector write and its live switch this retriever finds no rows of
+  its version and raises IndexVersionGone (the predictor answers 503 for that moment; exact retrieval keeps
+  its vectors in memory and switches seamlessly).
 
 `choose_strategy` picks exact up to EXACT_MAX_ITEMS items unless a setting forces one. Both return candidate
 rows of the ItemCatalogue built from the same table, best first, with cosine scores.
@@ -22,6 +25,10 @@ from recsys.item_catalogue import ItemCatalogue
 Strategy = Literal["auto", "exact", "hnsw"]
 EXACT_MAX_ITEMS = 500_000  # exact top-100 of 500k x 64 ~3.5 ms; beyond that HNSW keeps latency flat
 HNSW_MAX_EF_SEARCH = 1000  # pgvector's upper bound for hnsw.ef_search
+
+
+class IndexVersionGone(RuntimeError):
+    """The item table no longer holds this model_version (a newer one is being published)."""
 
 
 class Retriever(Protocol):
@@ -82,6 +89,8 @@ class HnswRetriever:
         ef = min(max(self.ef_search, n), HNSW_MAX_EF_SEARCH)
         with self.pool.connection(timeout=self.timeout_s) as conn:
             hits = index.hnsw_search(conn, queries, n, ef, self.model_version, self.table)
+        if hits and not any(hits):
+            raise IndexVersionGone(f"{self.table} holds no rows of model_version {self.model_version}")
         position = self.catalogue.position
         out = []
         for row in hits:
