@@ -1,0 +1,193 @@
+"""Create or patch the KServe InferenceService that serves a published model (idempotent).
+
+The predictor is our own container (the project image running `python -m serving`). KServe's storage
+initializer downloads the model dir named by the container's STORAGE_URI env var into /mnt/models before the
+predictor starts. The database DSN reaches the pod from a Secret reference, never as a value.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+KSERVE_GROUP = "serving.kserve.io"
+KSERVE_VERSION = "v1beta1"
+KSERVE_PLURAL = "inferenceservices"
+SERVED_MODEL_NAME = "recommender"  # the KServe model name the predictor registers (serving contract)
+PREDICTOR_CONTAINER = "kserve-container"  # KServe reads STORAGE_URI only from the container of this name
+MODEL_MOUNT_PATH = "/mnt/models"
+HTTP_PORT = 8080
+DB_CLIENT_LABEL = "recsys.io/db-client"  # the NetworkPolicy lets only pods with this label reach Postgres
+MANAGED_BY = {"app.kubernetes.io/managed-by": "recsys-deploy", "app.kubernetes.io/part-of": "recsys"}
+NON_ROOT_UID = 10001  # the project image's user (Containerfile)
+
+Action = Literal["dry-run", "created", "patched", "unchanged"]
+
+
+@dataclass(frozen=True)
+class Resources:
+    """Requests and limits of the predictor container."""
+
+    cpu_request: str = "500m"
+    memory_request: str = "1Gi"
+    cpu_limit: str = "2"
+    memory_limit: str = "2Gi"
+
+
+@dataclass(frozen=True)
+class DeployResult:
+    action: Action
+    manifest: dict[str, Any] = field(repr=False)
+
+
+class CustomObjects(Protocol):
+    """The slice of kubernetes.client.CustomObjectsApi this module uses (a fake stands in for it in tests)."""
+
+    def get_namespaced_custom_object(
+        self, group: str, version: str, namespace: str, plural: str, name: str
+    ) -> dict[str, Any]: ...
+
+    def create_namespaced_custom_object(
+        self, group: str, version: str, namespace: str, plural: str, body: dict[str, Any]
+    ) -> dict[str, Any]: ...
+
+    def patch_namespaced_custom_object(
+        self, group: str, version: str, namespace: str, plural: str, name: str, body: dict[str, Any]
+    ) -> dict[str, Any]: ...
+
+
+def storage_uri(model_uri: str) -> str:
+    """KFP's artifact store answers to s3:// for the storage initializer, though KFP writes minio:// URIs."""
+    if not model_uri:
+        raise ValueError("model_uri is empty: pass the published model's storage URI (s3://, gs://, pvc://...)")
+    if model_uri.startswith("minio://"):
+        return "s3://" + model_uri.removeprefix("minio://")
+    return model_uri
+
+
+def inference_service_manifest(
+    name: str,
+    namespace: str,
+    image: str,
+    model_uri: str,
+    *,
+    db_secret_name: str = "recsys-postgres",
+    db_secret_key: str = "dsn",
+    service_account: str | None = "recsys-predictor",
+    resources: Resources = Resources(),
+    min_replicas: int = 1,
+    max_replicas: int = 1,
+    model_version: str | None = None,
+) -> dict[str, Any]:
+    """The InferenceService as a plain dict (the same for the same arguments, so it can be diffed)."""
+    for label, value in (("name", name), ("namespace", namespace), ("image", image)):
+        if not value:
+            raise ValueError(f"{label} must not be empty")
+    if not 1 <= min_replicas <= max_replicas:
+        raise ValueError(f"need 1 <= min_replicas <= max_replicas, got {min_replicas} and {max_replicas}")
+    annotations = {"serving.kserve.io/deploymentMode": "RawDeployment"}
+    if model_version:
+        annotations["recsys.io/model-version"] = model_version
+    container = {
+        "name": PREDICTOR_CONTAINER,
+        "image": image,
+        "command": ["python", "-m", "serving"],
+        "args": ["--model-dir", MODEL_MOUNT_PATH, "--http_port", str(HTTP_PORT)],
+        "env": [
+            {"name": "STORAGE_URI", "value": storage_uri(model_uri)},
+            {"name": "RECSYS_PG_DSN", "valueFrom": {"secretKeyRef": {"name": db_secret_name, "key": db_secret_key}}},
+            {"name": "HF_HUB_OFFLINE", "value": "1"},
+        ],
+        "ports": [{"containerPort": HTTP_PORT, "protocol": "TCP"}],
+        "readinessProbe": {
+            "httpGet": {"path": f"/v1/models/{SERVED_MODEL_NAME}", "port": HTTP_PORT},
+            "initialDelaySeconds": 5,
+            "periodSeconds": 5,
+            "failureThreshold": 6,
+        },
+        "resources": {
+            "requests": {"cpu": resources.cpu_request, "memory": resources.memory_request},
+            "limits": {"cpu": resources.cpu_limit, "memory": resources.memory_limit},
+        },
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": NON_ROOT_UID,
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+    }
+    predictor: dict[str, Any] = {
+        "minReplicas": min_replicas,
+        "maxReplicas": max_replicas,
+        "labels": {DB_CLIENT_LABEL: "true"},
+        "containers": [container],
+    }
+    if service_account:
+        predictor["serviceAccountName"] = service_account
+    return {
+        "apiVersion": f"{KSERVE_GROUP}/{KSERVE_VERSION}",
+        "kind": "InferenceService",
+        "metadata": {"name": name, "namespace": namespace, "labels": dict(MANAGED_BY), "annotations": annotations},
+        "spec": {"predictor": predictor},
+    }
+
+
+def _contains(actual: Any, desired: Any) -> bool:
+    """True when every field of `desired` is in `actual` (the API server adds defaults we must not fight)."""
+    if isinstance(desired, dict):
+        return isinstance(actual, dict) and all(k in actual and _contains(actual[k], v) for k, v in desired.items())
+    if isinstance(desired, list):
+        return (
+            isinstance(actual, list)
+            and len(actual) == len(desired)
+            and all(_contains(a, d) for a, d in zip(actual, desired, strict=True))
+        )
+    return actual == desired
+
+
+def _custom_objects_api() -> CustomObjects:
+    from kubernetes import client, config
+
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        config.load_kube_config()
+    return client.CustomObjectsApi()
+
+
+def deploy_inference_service(
+    name: str,
+    namespace: str,
+    image: str,
+    model_uri: str,
+    *,
+    dry_run: bool = False,
+    api: CustomObjects | None = None,
+    **manifest_options: Any,
+) -> DeployResult:
+    """Create the InferenceService, or patch it when it differs; a second identical call changes nothing.
+
+    dry_run=True touches no cluster and returns the manifest. `manifest_options` go to
+    `inference_service_manifest` (secret name/key, service account, resources, replicas, model_version).
+    """
+    manifest = inference_service_manifest(name, namespace, image, model_uri, **manifest_options)
+    if dry_run:
+        return DeployResult("dry-run", manifest)
+    from kubernetes.client.exceptions import ApiException
+
+    api = api or _custom_objects_api()
+    where = {"group": KSERVE_GROUP, "version": KSERVE_VERSION, "namespace": namespace, "plural": KSERVE_PLURAL}
+    try:
+        existing = api.get_namespaced_custom_object(name=name, **where)
+    except ApiException as exc:
+        if exc.status != 404:
+            raise
+        api.create_namespaced_custom_object(body=copy.deepcopy(manifest), **where)
+        return DeployResult("created", manifest)
+    desired = {"metadata": {k: manifest["metadata"][k] for k in ("labels", "annotations")}, "spec": manifest["spec"]}
+    if _contains(existing, desired):
+        return DeployResult("unchanged", manifest)
+    api.patch_namespaced_custom_object(name=name, body=copy.deepcopy(desired), **where)
+    return DeployResult("patched", manifest)
