@@ -162,3 +162,9 @@ VECTOR_UPDATED_AT: Final = "updated_at"  # when the row last changed
 REGISTRY_SEQUENCE: Final = "version_seq"  # monotonic publish order: defines "newer" (model_version is a hash)
 REGISTERED_AT: Final = "registered_at"
 LIVE_SINCE: Final = "live_since"  # set when a version goes live; the live one has the latest
+
+# ---------------------------------------------------------------- Feast feature services
+SERVICE_USER_ONLINE: Final = "user_online"  # user_features + user_embedding + user_items
+SERVICE_ITEM_ONLINE: Final = "item_online"  # item_features + item_embedding + item_textual_features_embed
+SERVICE_TRAINING: Final = "training"  # interactions_features + user_features + item_features
+FEAST_ENV_PREFIX: Final = "RECSYS_FEAST_PG_"  # ${VAR}s of feature_store.yaml: HOST, PORT, DATABASE, USER, PASSWORD, SSLMODE
