@@ -114,7 +114,7 @@ def load_pipeline(model: str, device: str, dtype: torch.dtype) -> StableDiffusio
     try:
         pipeline = StableDiffusionPipeline.from_pretrained(
             source,
-            torch_dtype=dtype,
+            dtype=dtype,
             # product photos: the NSFW checker costs a 1.2 GB model and blacks out false positives
             safety_checker=None,
             requires_safety_checker=False,
