@@ -122,6 +122,59 @@ def generate_cmd(
                   f"categories (uniform choice: {report.uniform_share:.3f})")
 
 
+# ------------------------------------------------------------------------------------------- feast
+@feast_app.command("apply")
+def feast_apply(
+    repo: Annotated[Path | None, typer.Option(help="feature repo folder [default: RECSYS_FEATURE_REPO]")] = None,
+) -> None:
+    """Create the vector extension and register entities, sources, the seven views and the services."""
+    from recsys import db, features
+
+    try:
+        with console.status("feast apply"):
+            deployed = features.apply(repo)
+    except features.FeatureStoreError as exc:
+        fail(str(exc))
+    except db.DatabaseError as exc:
+        fail(str(exc), code=1)
+    for line in deployed:
+        kind, _, name = line.rpartition(" ")
+        console.print(f"Deployed {kind} [bold green]{name}[/]")
+
+
+@feast_app.command("materialize")
+def feast_materialize(
+    repo: Annotated[Path | None, typer.Option(help="feature repo folder [default: RECSYS_FEATURE_REPO]")] = None,
+) -> None:
+    """Load item_features and user_features into the online store (idempotent)."""
+    from recsys import db, features
+
+    try:
+        with console.status("feast materialize: item_features, user_features"):
+            counts = features.materialize(repo)
+    except features.FeatureStoreError as exc:
+        fail(str(exc))
+    except db.DatabaseError as exc:
+        fail(str(exc), code=1)
+    for view, count in counts.items():
+        console.print(f"{view}: {count:,} entities online")
+
+
+@feast_app.command("env")
+def feast_env_cmd() -> None:
+    """Print `export` lines for the ${VAR}s of feature_store.yaml: `eval "$(recsys feast env)"; feast apply`."""
+    import shlex
+
+    from recsys import db, features
+
+    try:
+        env = features.feast_env()
+    except db.DatabaseError as exc:
+        fail(str(exc), code=1)
+    for key, value in env.items():
+        print(f"export {key}={shlex.quote(value)}")
+
+
 # ------------------------------------------------------------------------------------------- images
 @app.command("images")
 def images(
