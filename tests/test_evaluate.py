@@ -146,8 +146,10 @@ def test_random_split_is_80_10_10_per_user_seeded_and_without_leakage() -> None:
     other = ev.make_split(interactions, "random", seed=4)
     assert set(again.test[schema.INTERACTION_ID]) == ids[2] != set(other.test[schema.INTERACTION_ID])
     # random, not temporal: some held-out interactions are older than some training ones of the same user
-    assert (split.test.groupby(schema.USER_ID)[schema.TIMESTAMP].min()
-            < split.train.groupby(schema.USER_ID)[schema.TIMESTAMP].max()).any()  # fmt: skip
+    assert (
+        split.test.groupby(schema.USER_ID)[schema.TIMESTAMP].min()
+        < split.train.groupby(schema.USER_ID)[schema.TIMESTAMP].max()
+    ).any()
 
 
 def test_users_with_few_interactions_stay_in_train() -> None:

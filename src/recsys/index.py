@@ -13,6 +13,8 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
 import numpy as np
 import psycopg
@@ -127,16 +129,37 @@ def register_model_version(conn: psycopg.Connection, version: str) -> int:
         t=sql.Identifier(schema.MODEL_REGISTRY_TABLE), v=sql.Identifier(schema.MODEL_VERSION)
     )
     conn.execute(query, params)
-    return _sequence_of(conn, version)
+    return version_sequence(conn, version)
 
 
-def _sequence_of(conn: psycopg.Connection, version: str) -> int:
-    query = sql.SQL("SELECT {seq} FROM {t} WHERE {v} = %s").format(
-        seq=sql.Identifier(schema.REGISTRY_SEQUENCE),
-        t=sql.Identifier(schema.MODEL_REGISTRY_TABLE),
-        v=sql.Identifier(schema.MODEL_VERSION),
+def version_sequence(conn: psycopg.Connection, version: str) -> int | None:
+    """The version's place in write order (higher = newer), None when it was never registered."""
+    row = _registry_row(conn, version, schema.REGISTRY_SEQUENCE)
+    return None if row is None else int(row)
+
+
+def registered_at(conn: psycopg.Connection, version: str) -> datetime | None:
+    """When the version was first registered (the event time publish stamps on its rows)."""
+    return _registry_row(conn, version, schema.REGISTERED_AT)
+
+
+def _registry_row(conn: psycopg.Connection, version: str, column: str) -> Any:
+    if conn.execute("SELECT to_regclass(%s)", (schema.MODEL_REGISTRY_TABLE,)).fetchone()[0] is None:
+        return None
+    query = sql.SQL("SELECT {c} FROM {t} WHERE {v} = %s").format(
+        c=sql.Identifier(column), t=sql.Identifier(schema.MODEL_REGISTRY_TABLE), v=sql.Identifier(schema.MODEL_VERSION)
     )
-    return int(conn.execute(query, (version,)).fetchone()[0])
+    row = conn.execute(query, (version,)).fetchone()
+    return None if row is None else row[0]
+
+
+def is_older_than_live(conn: psycopg.Connection, version: str) -> str | None:
+    """The live version when it is newer than `version` (publishing `version` would go backwards), else None."""
+    live = live_model_version(conn)
+    if live is None or live == version:
+        return None
+    sequence = version_sequence(conn, version)
+    return live if sequence is not None and version_sequence(conn, live) > sequence else None
 
 
 def live_model_version(conn: psycopg.Connection) -> str | None:
@@ -160,7 +183,7 @@ def set_live_model_version(conn: psycopg.Connection, version: str) -> None:
         current = live_model_version(conn)
         if current == version:
             return
-        if current is not None and _sequence_of(conn, current) > sequence:
+        if current is not None and version_sequence(conn, current) > sequence:
             raise StaleModelVersionError(f"model {version} is older than the live model {current}")
         query = sql.SQL("UPDATE {t} SET {live} = clock_timestamp() WHERE {v} = %s").format(
             t=sql.Identifier(schema.MODEL_REGISTRY_TABLE),
@@ -217,17 +240,20 @@ def upsert_vectors(
             raise StaleModelVersionError(f"{table} holds model {newer}, newer than {model_version}; nothing written")
         copy_s = _copy_into_temp_table(conn, list(item_ids), array, dim)
         written = _merge_from_temp_table(conn, table, model_version, sequence)
+        conn.execute(
+            sql.SQL("DROP TABLE {}").format(sql.Identifier(_STAGE))
+        )  # the next upsert may share this transaction
         deleted = _delete_older_versions(conn, table, model_version)
         index_build_s = ensure_hnsw_index(conn, table)
     return UpsertResult(written, deleted, copy_s, len(array) / max(copy_s, 1e-9), index_build_s)
 
 
-_STAGE = "recsys_vector_stage"  # temp table of one upsert (dropped at commit)
+_STAGE = "recsys_vector_stage"  # temp table of one upsert
 
 
 def _copy_into_temp_table(conn: psycopg.Connection, item_ids: list[str], array: np.ndarray, dim: int) -> float:
     conn.execute(
-        sql.SQL("CREATE TEMP TABLE {s} ({id} text, {vec} vector({dim})) ON COMMIT DROP").format(
+        sql.SQL("CREATE TEMP TABLE {s} ({id} text, {vec} vector({dim}))").format(
             s=sql.Identifier(_STAGE),
             id=sql.Identifier(schema.ITEM_ID),
             vec=sql.Identifier(schema.VECTOR_COLUMN),
@@ -348,10 +374,12 @@ def hnsw_search(
     where = (
         sql.SQL("WHERE {v} = %(v)s").format(v=sql.Identifier(schema.MODEL_VERSION)) if model_version else sql.SQL("")
     )
-    query = sql.SQL(
-        "SELECT {id}, 1 - ({vec} <=> %(q)s) FROM {t} {where} ORDER BY {vec} <=> %(q)s LIMIT %(k)s"
-    ).format(id=sql.Identifier(schema.ITEM_ID), vec=sql.Identifier(schema.VECTOR_COLUMN), t=sql.Identifier(table),
-             where=where)  # fmt: skip
+    query = sql.SQL("SELECT {id}, 1 - ({vec} <=> %(q)s) FROM {t} {where} ORDER BY {vec} <=> %(q)s LIMIT %(k)s").format(
+        id=sql.Identifier(schema.ITEM_ID),
+        vec=sql.Identifier(schema.VECTOR_COLUMN),
+        t=sql.Identifier(table),
+        where=where,
+    )
     results: list[list[tuple[str, float]]] = []
     with conn.transaction(), conn.cursor() as cur:
         cur.execute(

@@ -115,7 +115,7 @@ def make_split(interactions: pd.DataFrame, kind: str, seed: int = 42) -> Split:
 # ------------------------------------------------------------------------------------------ matrices
 def interaction_matrix(interactions: pd.DataFrame, user_index: pd.Index, item_index: pd.Index) -> sp.csr_matrix:
     """Weighted user x item CSR matrix of the positive interactions (repeated pairs add up)."""
-    rows, cols = _codes(interactions, user_index, item_index)
+    rows, cols = interaction_codes(interactions, user_index, item_index)
     weights = interaction_weights(interactions)
     keep = weights > 0
     return sp.csr_matrix(
@@ -126,9 +126,9 @@ def interaction_matrix(interactions: pd.DataFrame, user_index: pd.Index, item_in
 def build_eval_set(known: pd.DataFrame, heldout: pd.DataFrame, user_index: pd.Index, item_index: pd.Index) -> EvalSet:
     """Relevant = positive held-out items the user has not interacted with in `known`; exclude = `known` items."""
     n_users = len(user_index)
-    known_items = _items_per_user(*_codes(known, user_index, item_index), n_users)
+    known_items = items_per_user(*interaction_codes(known, user_index, item_index), n_users)
     positives = heldout[positive_mask(heldout)]
-    heldout_items = _items_per_user(*_codes(positives, user_index, item_index), n_users)
+    heldout_items = items_per_user(*interaction_codes(positives, user_index, item_index), n_users)
     relevant = [np.setdiff1d(h, e, assume_unique=True) for h, e in zip(heldout_items, known_items, strict=True)]
     user_rows = np.array([row for row in range(n_users) if relevant[row].size], dtype=np.int64)
     return EvalSet(
@@ -136,7 +136,9 @@ def build_eval_set(known: pd.DataFrame, heldout: pd.DataFrame, user_index: pd.In
     )
 
 
-def _codes(interactions: pd.DataFrame, user_index: pd.Index, item_index: pd.Index) -> tuple[np.ndarray, np.ndarray]:
+def interaction_codes(
+    interactions: pd.DataFrame, user_index: pd.Index, item_index: pd.Index
+) -> tuple[np.ndarray, np.ndarray]:
     rows = user_index.get_indexer(interactions[schema.USER_ID].astype(str))
     cols = item_index.get_indexer(interactions[schema.ITEM_ID].astype(str))
     if (rows < 0).any() or (cols < 0).any():
@@ -144,7 +146,7 @@ def _codes(interactions: pd.DataFrame, user_index: pd.Index, item_index: pd.Inde
     return rows.astype(np.int64), cols.astype(np.int64)
 
 
-def _items_per_user(rows: np.ndarray, cols: np.ndarray, n_users: int) -> list[np.ndarray]:
+def items_per_user(rows: np.ndarray, cols: np.ndarray, n_users: int) -> list[np.ndarray]:
     """Sorted unique item columns per user row, for every row 0..n_users-1."""
     order = np.lexsort((cols, rows))
     rows, cols = rows[order], cols[order]
