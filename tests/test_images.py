@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -198,6 +199,20 @@ def test_loads_a_local_diffusers_folder(tmp_path: Path, model_dir: Path) -> None
     report = generate_images(items_path, tmp_path / "images", model=str(model_dir), **TINY)
     assert report.generated == 2
     assert all(Image.open(f).size == (64, 64) for f in (tmp_path / "images").iterdir())
+
+
+@pytest.mark.unit
+def test_works_on_the_generated_catalogue(tmp_path: Path, tiny_data: Path, pipeline: StableDiffusionPipeline) -> None:
+    items_path = tmp_path / schema.ITEMS_FILE
+    shutil.copy(tiny_data / schema.ITEMS_FILE, items_path)
+    before = pd.read_parquet(items_path)
+    report = generate_images(items_path, tmp_path / "images", limit=3, batch_size=3, pipeline=pipeline, **TINY)
+    after = pd.read_parquet(items_path)
+    assert report.generated == 3
+    assert after[schema.IMG_LINK].head(3).tolist() == sorted(str(f.resolve()) for f in (tmp_path / "images").iterdir())
+    assert after[schema.IMG_LINK].iloc[3:].equals(before[schema.IMG_LINK].iloc[3:])
+    pd.testing.assert_frame_equal(after.drop(columns=schema.IMG_LINK), before.drop(columns=schema.IMG_LINK))
+    assert after.dtypes.equals(before.dtypes)
 
 
 # ----------------------------------------------------------------------------------------- errors
