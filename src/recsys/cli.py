@@ -25,11 +25,17 @@ from recsys.images import (
     generate_images,
 )
 
-app = typer.Typer(name="recsys", help="Two-tower product recommender on Feast + pgvector, KServe and Kubeflow.",
-                  no_args_is_help=True, pretty_exceptions_enable=False)
+app = typer.Typer(
+    name="recsys",
+    help="Two-tower product recommender on Feast + pgvector, KServe and Kubeflow.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
 db_app = typer.Typer(help="Embedded PostgreSQL + pgvector (ignored when RECSYS_PG_DSN is set).", no_args_is_help=True)
 feast_app = typer.Typer(help="The Feast feature repo (feature_repo/).", no_args_is_help=True)
-pipeline_app = typer.Typer(help="The Kubeflow pipeline: compile, run locally (kfp.local), submit.", no_args_is_help=True)
+pipeline_app = typer.Typer(
+    help="The Kubeflow pipeline: compile, run locally (kfp.local), submit.", no_args_is_help=True
+)
 app.add_typer(db_app, name="db")
 app.add_typer(feast_app, name="feast")
 app.add_typer(pipeline_app, name="pipeline")
@@ -93,8 +99,9 @@ def generate_cmd(
     out: Annotated[Path | None, typer.Option(help="output folder [default: RECSYS_DATA_DIR]")] = None,
     preference_strength: Annotated[
         float | None,
-        typer.Option(help="share of interactions that follow the user's taste, 0..1 (0 = popularity only) "
-                     "[default: 0.8]"),
+        typer.Option(
+            help="share of interactions that follow the user's taste, 0..1 (0 = popularity only) [default: 0.8]"
+        ),
     ] = None,
 ) -> None:
     """Write synthetic users, items and interactions (parquet) and print the planted signal."""
@@ -106,9 +113,15 @@ def generate_cmd(
     strength = {} if preference_strength is None else {"preference_strength": preference_strength}
     try:
         with console.status("generating") as status:
-            report = generate(n_users=n_users, n_items=n_items, n_interactions=n_interactions, seed=seed,
-                              out=target, **strength,
-                              on_stage=lambda stage: status.update(f"generating: {stage}"))
+            report = generate(
+                n_users=n_users,
+                n_items=n_items,
+                n_interactions=n_interactions,
+                seed=seed,
+                out=target,
+                **strength,
+                on_stage=lambda stage: status.update(f"generating: {stage}"),
+            )
     except GenerationError as exc:
         fail(str(exc))
     table = Table(title=f"synthetic data in {target} ({report.seconds:.2f} s)")
@@ -118,8 +131,10 @@ def generate_cmd(
         table.add_row(name, f"{rows:,}")
     console.print(table)
     console.print("interaction types: " + ", ".join(f"{k} {v:,}" for k, v in report.type_counts.items()))
-    console.print(f"planted signal: {report.preferred_share:.3f} of interactions fall in a user's preferred "
-                  f"categories (uniform choice: {report.uniform_share:.3f})")
+    console.print(
+        f"planted signal: {report.preferred_share:.3f} of interactions fall in a user's preferred "
+        f"categories (uniform choice: {report.uniform_share:.3f})"
+    )
 
 
 # ------------------------------------------------------------------------------------------- feast
@@ -203,12 +218,8 @@ def images(
     guidance: Annotated[
         float, typer.Option(help="Classifier-free guidance scale (higher follows the prompt more closely).")
     ] = DEFAULT_GUIDANCE,
-    size: Annotated[
-        int, typer.Option(help="Image width and height in pixels (a multiple of 8).")
-    ] = DEFAULT_SIZE,
-    limit: Annotated[
-        int | None, typer.Option(help="Only the first N items of the file.", show_default="all")
-    ] = None,
+    size: Annotated[int, typer.Option(help="Image width and height in pixels (a multiple of 8).")] = DEFAULT_SIZE,
+    limit: Annotated[int | None, typer.Option(help="Only the first N items of the file.", show_default="all")] = None,
     batch_size: Annotated[int, typer.Option(help="Images rendered per pipeline call.")] = DEFAULT_BATCH_SIZE,
     seed: Annotated[
         int,
@@ -242,6 +253,82 @@ def images(
         f"{report.generated} images generated, {report.skipped} already there, in {report.out_dir} "
         f"({report.seconds:.1f} s{per_image})"
     )
+
+
+# ------------------------------------------------------------------------------------------- evaluate / publish
+@app.command("evaluate")
+def evaluate_cmd(
+    data: Annotated[Path | None, typer.Option(help="parquet folder [default: RECSYS_DATA_DIR]")] = None,
+    model: Annotated[Path | None, typer.Option(help="trained model dir [default: RECSYS_MODEL_DIR]")] = None,
+    k: Annotated[list[int] | None, typer.Option(help="cut-off, repeatable [default: 10 20 50]")] = None,
+    split: Annotated[str, typer.Option(help="temporal | random")] = "temporal",
+    seed: Annotated[int, typer.Option(help="seed of the random split (the one training used)")] = 42,
+    baselines_only: Annotated[bool, typer.Option(help="score only popularity, ItemKNN and EASE")] = False,
+    out: Annotated[Path | None, typer.Option(help="also write the metrics JSON here")] = None,
+) -> None:
+    """Recompute the test-part metrics of the model and of the baselines (popularity, ItemKNN, EASE)."""
+    from rich.table import Table
+
+    from recsys.model.evaluate import DEFAULT_KS, evaluate_model_and_baselines
+
+    settings = get_settings()
+    model_dir = None if baselines_only else (model or settings.model_dir)
+    k_values = tuple(k) if k else DEFAULT_KS
+    if min(k_values) < 1:
+        fail("--k must be >= 1")
+    try:
+        with console.status(f"evaluating on the {split} split"):
+            result = evaluate_model_and_baselines(data or settings.data_dir, model_dir, split, k_values, seed)
+    except (ValueError, FileNotFoundError) as exc:
+        fail(str(exc))
+    rows = ({"model": result["model"]} if "model" in result else {}) | result["baselines"]
+    metrics = list(next(iter(rows.values())))
+    table = Table(title=f"{split} split: test part, {result['details']['users_evaluated']:,} users, full ranking")
+    table.add_column("")
+    for metric in metrics:
+        table.add_column(metric, justify="right")
+    for name, values in rows.items():
+        table.add_row(name, *(f"{values[m]:.4f}" for m in metrics))
+    console.print(table)
+    console.print(f"EASE lambda (chosen on valid): {result['details']['ease_lambda']:g}")
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2))
+        console.print(f"metrics written to {out}")
+
+
+@app.command("publish")
+def publish_cmd(
+    model: Annotated[Path | None, typer.Option(help="trained model dir [default: RECSYS_MODEL_DIR]")] = None,
+    data: Annotated[Path | None, typer.Option(help="parquet folder [default: the feature repo's data]")] = None,
+    repo: Annotated[Path | None, typer.Option(help="feature repo folder [default: RECSYS_FEATURE_REPO]")] = None,
+) -> None:
+    """Item vectors -> pgvector + HNSW; item/user/text vectors and top-k per user -> Feast; then go live."""
+    from rich.table import Table
+
+    from recsys import db, features, index
+    from recsys.publish import publish
+
+    try:
+        with console.status("publishing: encoding, Feast views, pgvector"):
+            report = publish(model or get_settings().model_dir, data_dir=data, repo=repo)
+    except (index.StaleModelVersionError, features.FeatureStoreError, db.DatabaseError) as exc:
+        fail(str(exc), code=1)
+    except (ValueError, FileNotFoundError) as exc:
+        fail(str(exc))
+    table = Table(title=f"published model {report.model_version} (live: {report.live_model_version})")
+    table.add_column("written to")
+    table.add_column("rows", justify="right")
+    table.add_column("notes")
+    for name, result in (("pgvector items", report.item_vectors), ("pgvector text", report.text_vectors)):
+        build = "index existed" if result.index_build_s is None else f"HNSW built in {result.index_build_s:.2f} s"
+        notes = f"{result.written:,} changed, {result.deleted:,} removed; COPY {result.copy_rows_per_s:,.0f} rows/s; {build}"
+        table.add_row(name, f"{report.items:,}", notes)
+    for view, rows in report.feast_rows.items():
+        table.add_row(f"Feast {view}", f"{rows:,}", f"{report.timings_s[f'feast_{view}_s']:.2f} s")
+    table.add_row("user history", f"{report.history_users:,}", "")
+    console.print(table)
+    console.print("timings: " + ", ".join(f"{k} {v:.2f}" for k, v in report.timings_s.items() if "feast_" not in k))
 
 
 # ------------------------------------------------------------------------------------------- serving
@@ -303,3 +390,124 @@ def recommend_cmd(
         fail(f"not ready: {exc} (has `recsys publish` run for this model?)", code=1)
     finally:
         recommender.close()
+
+
+# ------------------------------------------------------------------------------------------- pipeline
+PipelineSizes = tuple[int, int, int, int]  # n_users, n_items, n_interactions, seed
+
+
+def _pipeline_arguments(
+    sizes: PipelineSizes, epochs: int, min_recall_at_10: float, with_images: bool, image_limit: int
+) -> dict:
+    n_users, n_items, n_interactions, seed = sizes
+    if min(n_users, n_items, n_interactions, epochs) < 1 or image_limit < 0:
+        fail("sizes and --epochs must be >= 1 and --image-limit >= 0")
+    return {
+        "n_users": n_users,
+        "n_items": n_items,
+        "n_interactions": n_interactions,
+        "seed": seed,
+        "epochs": epochs,
+        "min_recall_at_10": min_recall_at_10,
+        "with_images": with_images,
+        "image_limit": image_limit,
+    }
+
+
+NUsers = Annotated[int, typer.Option(help="synthetic users")]
+NItems = Annotated[int, typer.Option(help="synthetic items")]
+NInteractions = Annotated[int, typer.Option(help="synthetic interactions")]
+Seed = Annotated[int, typer.Option(help="seed of data, training and images")]
+Epochs = Annotated[int, typer.Option(help="maximum training epochs (early stopping on validation)")]
+MinRecall = Annotated[float, typer.Option(help="quality gate: minimum test Recall@10 to publish")]
+WithImages = Annotated[bool, typer.Option(help="run the Stable Diffusion step (GPU on a cluster)")]
+ImageLimit = Annotated[int, typer.Option(help="images for the first N items only (0 = all)")]
+
+
+@pipeline_app.command("compile")
+def pipeline_compile(
+    out: Annotated[Path, typer.Option(help="where to write the pipeline YAML")] = Path("pipeline.yaml"),
+) -> None:
+    """Compile the pipeline to YAML (base image from RECSYS_IMAGE, default recsys:dev)."""
+    from pipelines.runner import compile_pipeline
+
+    console.print(f"wrote {compile_pipeline(out)}")
+
+
+@pipeline_app.command("run")
+def pipeline_run(
+    local: Annotated[bool, typer.Option("--local", help="run here with kfp.local (the only runner here)")] = False,
+    n_users: NUsers = 1000,
+    n_items: NItems = 5000,
+    n_interactions: NInteractions = 20000,
+    seed: Seed = 42,
+    epochs: Epochs = 20,
+    min_recall_at_10: MinRecall = 0.05,
+    with_images: WithImages = False,
+    image_limit: ImageLimit = 0,
+) -> None:
+    """Run the whole DAG on this machine (kfp.local SubprocessRunner) against the embedded or RECSYS_PG_DSN Postgres."""
+    if not local:
+        fail("pass --local to run here, or use `recsys pipeline submit --host URL` for a cluster")
+    from pipelines.demo import print_pipeline_summary
+    from pipelines.runner import run_local
+
+    arguments = _pipeline_arguments(
+        (n_users, n_items, n_interactions, seed), epochs, min_recall_at_10, with_images, image_limit
+    )
+    try:
+        run = run_local(**arguments)
+    except RuntimeError as exc:
+        fail(f"pipeline run failed: {exc}", code=1)
+    print_pipeline_summary(console, run)
+    console.print(f"model dir: {run.model_dir}")
+
+
+@pipeline_app.command("submit")
+def pipeline_submit(
+    host: Annotated[str, typer.Option(help="Kubeflow Pipelines API, e.g. http://127.0.0.1:8888")],
+    experiment: Annotated[str, typer.Option(help="experiment name")] = "recsys",
+    wait: Annotated[bool, typer.Option(help="wait for the run to finish")] = False,
+    n_users: NUsers = 1000,
+    n_items: NItems = 5000,
+    n_interactions: NInteractions = 20000,
+    seed: Seed = 42,
+    epochs: Epochs = 20,
+    min_recall_at_10: MinRecall = 0.05,
+    with_images: WithImages = False,
+    image_limit: ImageLimit = 0,
+) -> None:
+    """Submit one run to a Kubeflow Pipelines endpoint (kfp.Client); deploys the InferenceService when it passes."""
+    from pipelines.runner import submit
+
+    arguments = _pipeline_arguments(
+        (n_users, n_items, n_interactions, seed), epochs, min_recall_at_10, with_images, image_limit
+    )
+    try:
+        run_id = submit(host, experiment=experiment, arguments=arguments, wait=wait)
+    except Exception as exc:  # kfp.Client raises many kinds (connection, API, auth): report one line
+        fail(f"submit to {host} failed: {type(exc).__name__}: {str(exc)[:300]}", code=1)
+    console.print(f"submitted run {run_id} to {host} (experiment {experiment})")
+
+
+# ------------------------------------------------------------------------------------------- demo
+@app.command("demo")
+def demo_cmd(
+    n_users: NUsers = 1000,
+    n_items: NItems = 5000,
+    n_interactions: NInteractions = 20000,
+    seed: Seed = 42,
+    epochs: Epochs = 20,
+    k: Annotated[int, typer.Option(help="recommendations per user")] = 5,
+) -> None:
+    """The main job: Postgres -> the pipeline (kfp.local) -> the predictor -> recommendations for three users."""
+    from pipelines.demo import run_demo
+
+    if min(n_users, n_items, n_interactions, epochs, k) < 1:
+        fail("sizes, --epochs and --k must be >= 1")
+    try:
+        run_demo(
+            console, k=k, n_users=n_users, n_items=n_items, n_interactions=n_interactions, seed=seed, epochs=epochs
+        )
+    except RuntimeError as exc:
+        fail(str(exc), code=1)
