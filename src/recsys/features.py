@@ -56,13 +56,15 @@ def resolve_repo(repo: Path | None = None) -> Path:
 
 
 def get_store(repo: Path | None = None) -> FeatureStore:
-    """The FeatureStore of a repo folder, one per path and process; sets the environment first."""
-    os.environ.update(feast_env())
-    return _store(resolve_repo(repo))
+    """The FeatureStore of a repo folder, one per path (and database) and process; sets the environment first."""
+    env = feast_env()
+    os.environ.update(env)
+    return _store(resolve_repo(repo), tuple(sorted(env.items())))
 
 
 @lru_cache(maxsize=8)
-def _store(repo: Path) -> FeatureStore:
+def _store(repo: Path, env: tuple[tuple[str, str], ...]) -> FeatureStore:
+    """`env` is only part of the cache key: a store keeps the connection settings it was created with."""
     from feast import FeatureStore
 
     return FeatureStore(repo_path=str(repo))
