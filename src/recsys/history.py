@@ -95,6 +95,8 @@ def write_user_history(
                 ts=sql.Identifier(schema.HISTORY_UPDATED_AT),
             )
         )
+        # dropped now, not at commit: a caller's enclosing transaction may write history again
+        conn.execute(sql.SQL("DROP TABLE {}").format(staging))
     return len(rows)
 
 

@@ -72,12 +72,24 @@ class ItemCatalogue:
 
 
 def load_from_feast(store, item_ids: Sequence[str], batch: int = FEAST_BATCH) -> ItemCatalogue:
-    """Read CATALOGUE_FEATURES for `item_ids` from the Feast online store (item_features view), in batches."""
-    refs = [f"{schema.VIEW_ITEM_FEATURES}:{name}" for name in CATALOGUE_FEATURES]
+    """Read the catalogue columns for `item_ids` from the Feast online store (item_features view), in batches.
+
+    arrival_date is item_features' event time, so it comes back as the event timestamp of its features
+    (0 -> unknown when Feast holds no row for the item).
+    """
+    from feast.online_response import TIMESTAMP_POSTFIX
+
+    names = [name for name in CATALOGUE_FEATURES if name != schema.ARRIVAL_DATE]
+    refs = [f"{schema.VIEW_ITEM_FEATURES}:{name}" for name in names]
+    arrival_ts = schema.STOCK_QUANTITY + TIMESTAMP_POSTFIX
     parts = []
     for start in range(0, len(item_ids), batch):
         rows = [{schema.ITEM_ID: item_id} for item_id in item_ids[start : start + batch]]
-        parts.append(pd.DataFrame(store.get_online_features(features=refs, entity_rows=rows).to_dict()))
+        response = store.get_online_features(features=refs, entity_rows=rows).to_dict(include_event_timestamps=True)
+        part = pd.DataFrame({name: response[name] for name in [schema.ITEM_ID, *names]})
+        seconds = pd.Series(response[arrival_ts], dtype="float64")
+        part[schema.ARRIVAL_DATE] = pd.to_datetime(seconds.where(seconds > 0), unit="s", utc=True)
+        parts.append(part)
     columns = [schema.ITEM_ID, *CATALOGUE_FEATURES]
     frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=columns)
     return ItemCatalogue.from_frame(frame[columns])

@@ -1,0 +1,144 @@
+"""Helpers of the online-path tests: a trained + published tiny model, and a predictor process on a free port.
+
+`python tests/serving_setup.py DATA REPO MODEL_DIR SEED` runs the same setup in a fresh process, so a test can
+publish into a second Postgres (RECSYS_PG_DSN of that process) without touching this process's settings.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_EPOCHS = 2
+SERVER_START_TIMEOUT_S = 90
+
+
+def copy_feature_repo(dest: Path, data_dir: Path) -> Path:
+    """A private copy of feature_repo/ whose data/ holds the parquet files of `data_dir` (like feature_repo_copy)."""
+    shutil.copytree(ROOT / "feature_repo", dest, ignore=shutil.ignore_patterns("*.parquet", "registry.db", "images"))
+    (dest / "data").mkdir(exist_ok=True)
+    for f in data_dir.glob("*.parquet"):
+        shutil.copy(f, dest / "data" / f.name)
+    return dest
+
+
+def use_settings(repo: Path, dsn: str | None = None) -> None:
+    """Point this process's settings (and the processes it starts) at `repo` (and `dsn`)."""
+    os.environ["RECSYS_FEATURE_REPO"] = str(repo)
+    os.environ["RECSYS_DATA_DIR"] = str(repo / "data")
+    if dsn is not None:
+        os.environ["RECSYS_PG_DSN"] = dsn
+    from recsys.config import get_settings
+
+    get_settings.cache_clear()
+    _clear_store_cache()
+
+
+def _clear_store_cache() -> None:
+    from recsys import features
+
+    cache_clear = getattr(features.get_store, "cache_clear", None)
+    if cache_clear is not None:
+        cache_clear()
+
+
+def train_model(data_dir: Path, model_dir: Path, seed: int) -> str:
+    """Train a tiny model; returns its model_version."""
+    from recsys.model.artifacts import load_model
+    from recsys.model.train import train
+
+    train(data_dir, model_dir, epochs=TINY_EPOCHS, seed=seed)
+    return load_model(model_dir).model_version
+
+
+def apply_and_materialize(repo: Path) -> None:
+    from recsys import features
+
+    features.apply(repo)
+    features.materialize(repo)
+
+
+def publish_model(model_dir: Path, repo: Path) -> None:
+    from recsys.publish import publish
+
+    publish(model_dir, data_dir=repo / "data", repo=repo)
+
+
+def setup_published(data_dir: Path, repo: Path, model_dir: Path, seed: int) -> str:
+    """Train, feast apply + materialize and publish, all in this process; returns the live model_version."""
+    use_settings(repo)
+    version = train_model(data_dir, model_dir, seed)
+    apply_and_materialize(repo)
+    publish_model(model_dir, repo)
+    return version
+
+
+def setup_published_in_subprocess(data_dir: Path, repo: Path, model_dir: Path, seed: int, dsn: str) -> str:
+    env = {**os.environ, "RECSYS_PG_DSN": dsn, "RECSYS_FEATURE_REPO": str(repo), "RECSYS_DATA_DIR": str(repo / "data")}
+    out = subprocess.run(
+        [sys.executable, __file__, str(data_dir), str(repo), str(model_dir), str(seed)],
+        env=env, cwd=ROOT, capture_output=True, text=True, timeout=400, check=False,
+    )  # fmt: skip
+    if out.returncode != 0:
+        raise RuntimeError(f"setup failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
+    return out.stdout.strip().splitlines()[-1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def predictor(model_dir: Path, log_path: Path, env: dict[str, str] | None = None) -> Iterator[str]:
+    """`python -m serving` on a free port until the block ends; yields its base URL once it is ready."""
+    port = free_port()
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "serving", "--model-dir", str(model_dir), "--http_port", str(port)],
+            env={**os.environ, **(env or {})}, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(url, proc, log_path)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+def wait_ready(url: str, proc: subprocess.Popen | None = None, log_path: Path | None = None,
+               timeout_s: float = SERVER_START_TIMEOUT_S) -> None:  # fmt: skip
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            tail = log_path.read_text()[-4000:] if log_path else ""
+            raise RuntimeError(f"predictor exited with {proc.returncode}:\n{tail}")
+        try:
+            if httpx.get(f"{url}/v1/models/recommender", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    tail = log_path.read_text()[-4000:] if log_path else ""
+    raise TimeoutError(f"predictor at {url} not ready after {timeout_s} s:\n{tail}")
+
+
+if __name__ == "__main__":
+    data, repo_dir, model, seed_text = sys.argv[1:5]
+    print(setup_published(Path(data), Path(repo_dir), Path(model), int(seed_text)))
