@@ -7,6 +7,7 @@ Bad arguments exit with code 2 and a one-line message (typer.BadParameter / `fai
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, NoReturn
 
@@ -103,6 +104,12 @@ def generate_cmd(
             help="share of interactions that follow the user's taste, 0..1 (0 = popularity only) [default: 0.8]"
         ),
     ] = None,
+    as_of: Annotated[
+        datetime | None,
+        typer.Option(
+            formats=["%Y-%m-%d"], help="the data's 'now': interactions before it, some arrivals after [default: today]"
+        ),
+    ] = None,
 ) -> None:
     """Write synthetic users, items and interactions (parquet) and print the planted signal."""
     from rich.table import Table
@@ -119,6 +126,7 @@ def generate_cmd(
                 n_interactions=n_interactions,
                 seed=seed,
                 out=target,
+                as_of=as_of,
                 **strength,
                 on_stage=lambda stage: status.update(f"generating: {stage}"),
             )
