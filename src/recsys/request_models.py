@@ -1,8 +1,7 @@
 """Request models of the online path, and the one place where raw JSON instances are validated.
 
-An instance's kind is told by its keys: `user_id` / `user` ask for recommendations. Issue 8 adds
-`{"query": ...}` (semantic search) and `{"item_id": ...}` (similar items) by registering one more model in
-INSTANCE_KINDS; nothing else changes.
+An instance's kind is told by its keys: `user_id` / `user` ask for recommendations, `{"query": ...}` for
+semantic search (personalised with a `user_id`), `{"item_id": ...}` for similar items (see INSTANCE_KINDS).
 
 Limits (documented in the README's serving section): k in 1..MAX_K, at most MAX_INSTANCES per call, ids and
 profile strings bounded so one request cannot make the server allocate or hash unbounded text.
@@ -13,13 +12,23 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    model_validator,
+)
 
 MAX_K = 100
 MAX_INSTANCES = 64
 MAX_ID_CHARS = 128
 MAX_PREFERENCES_CHARS = 1024
 MAX_SHORT_CHARS = 32
+MAX_QUERY_CHARS = 512  # a search query; MiniLM reads at most 256 word pieces anyway
 DEFAULT_K = 10
 
 IdText = Annotated[StrictStr, Field(min_length=1, max_length=MAX_ID_CHARS)]
@@ -75,8 +84,44 @@ class RecommendRequest(BaseModel):
         return self
 
 
-# the key that tells an instance's kind -> its model (issue 8 adds "query" and "item_id")
-INSTANCE_KINDS: dict[str, type[BaseModel]] = {"user_id": RecommendRequest, "user": RecommendRequest}
+def _not_blank(query: str) -> str:
+    if not query.strip():
+        raise ValueError("must not be empty or whitespace only")
+    return query
+
+
+QueryText = Annotated[StrictStr, Field(max_length=MAX_QUERY_CHARS), AfterValidator(_not_blank)]
+
+
+class SearchRequest(BaseModel):
+    """Items whose name + description match `query`; with `user_id`, re-ranked for that user (personalised)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    query: QueryText
+    user_id: IdText | None = None
+    k: Annotated[StrictInt, Field(ge=1, le=MAX_K)] = DEFAULT_K
+    context: RequestContext = RequestContext()  # its timestamp drives the availability filter
+
+
+class SimilarRequest(BaseModel):
+    """Items most like `item_id` by the two-tower item vectors ("customers also viewed")."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    item_id: IdText
+    k: Annotated[StrictInt, Field(ge=1, le=MAX_K)] = DEFAULT_K
+    context: RequestContext = RequestContext()
+
+
+# the key that tells an instance's kind -> its model. The first key found (in this order) decides: a search may
+# name its user (personalised search); any other mix is rejected by the model as an unexpected field.
+INSTANCE_KINDS: dict[str, type[BaseModel]] = {
+    "query": SearchRequest,
+    "item_id": SimilarRequest,
+    "user_id": RecommendRequest,
+    "user": RecommendRequest,
+}
 
 
 def _field_path(prefix: str, loc: tuple[int | str, ...]) -> str:
@@ -90,13 +135,11 @@ def parse_instance(raw: Any, where: str = "instance") -> BaseModel:
     """One JSON instance -> its request model, or RequestError naming the field."""
     if not isinstance(raw, dict):
         raise RequestError(f"{where}: expected an object, got {type(raw).__name__}")
-    kinds = {INSTANCE_KINDS[key] for key in raw if key in INSTANCE_KINDS}
-    if not kinds:
-        raise RequestError(f"{where}: give user_id or user")
-    if len(kinds) > 1:
-        raise RequestError(f"{where}: mixes request kinds ({', '.join(sorted(k for k in raw if k in INSTANCE_KINDS))})")
+    kind = next((model for key, model in INSTANCE_KINDS.items() if key in raw), None)
+    if kind is None:
+        raise RequestError(f"{where}: give one of {', '.join(INSTANCE_KINDS)}")
     try:
-        return kinds.pop().model_validate(raw)
+        return kind.model_validate(raw)
     except ValidationError as exc:
         error = exc.errors(include_url=False, include_input=False)[0]
         message = error["msg"].removeprefix("Value error, ")
