@@ -289,14 +289,13 @@ def evaluate_cmd(
             result = evaluate_model_and_baselines(data or settings.data_dir, model_dir, split, k_values, seed)
     except (ValueError, FileNotFoundError) as exc:
         fail(str(exc))
-    rows = ({"model": result["model"]} if "model" in result else {}) | result["baselines"]
-    metrics = list(next(iter(rows.values())))
+    systems = ({"model": result["model"]} if "model" in result else {}) | result["baselines"]
     table = Table(title=f"{split} split: test part, {result['details']['users_evaluated']:,} users, full ranking")
-    table.add_column("")
-    for metric in metrics:
-        table.add_column(metric, justify="right")
-    for name, values in rows.items():
-        table.add_row(name, *(f"{values[m]:.4f}" for m in metrics))
+    table.add_column("metric")
+    for name in systems:
+        table.add_column(name, justify="right")
+    for metric in next(iter(systems.values())):
+        table.add_row(metric, *(f"{values[metric]:.4f}" for values in systems.values()))
     console.print(table)
     console.print(f"EASE lambda (chosen on valid): {result['details']['ease_lambda']:g}")
     if out is not None:
