@@ -101,7 +101,7 @@ def generate_cmd(
     preference_strength: Annotated[
         float | None,
         typer.Option(
-            help="share of interactions that follow the user's taste, 0..1 (0 = popularity only) [default: 0.8]"
+            help="share of interactions that follow the user's taste, 0..1 (0 = popularity only) [default: 0.85]"
         ),
     ] = None,
     as_of: Annotated[
