@@ -25,8 +25,8 @@ import pandas as pd
 from recsys import schema
 from recsys.data import catalog
 
-DEFAULT_PREFERENCE_STRENGTH = 0.8
-TIER_FOCUS = 0.9  # share of taste-driven choices that stay in the user's own price tier
+DEFAULT_PREFERENCE_STRENGTH = 0.85
+TIER_FOCUS = 0.95  # share of taste-driven choices that stay in the user's own price tier
 TIER_SHARES = (0.3, 0.35, 0.22, 0.13)  # budget, standard, premium, luxury
 ZIPF_EXPONENT = 0.6  # item popularity ~ rank^-a
 FUTURE_ITEM_SHARE = 0.05  # items announced but not yet arrived (no interactions, filtered when serving)
