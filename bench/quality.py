@@ -1,0 +1,125 @@
+"""Quality: the two-tower model vs popularity, ItemKNN and EASE on the default synthetic data, temporal and random
+splits, Recall / NDCG at 10, 20, 50 (full ranking over all items, each user's known items excluded).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from bench.common import RESULTS_DIR, Goal, Result, table
+from bench.env import quick, workspace
+from bench.fixtures import DEFAULT_SIZES, QUICK_SIZES, SEED, generate_data
+
+SPLITS = ("temporal", "random")
+KS = (10, 20, 50)
+METHODS = ("two-tower", "popularity", "itemknn", "ease")
+POPULARITY_FACTOR = 3.0
+
+
+def train_and_score(data: Path, out: Path, split: str) -> dict:
+    """recsys train: early-stopped two-tower + baselines on the same split; returns metrics.json."""
+    from recsys.model.artifacts import METRICS_FILE
+    from recsys.model.train import train
+
+    epochs = {"epochs": 2} if quick() else {}
+    train(data, out, split=split, seed=SEED, **epochs)
+    return json.loads((out / METRICS_FILE).read_text())
+
+
+def by_method(metrics: dict) -> dict[str, dict[str, float]]:
+    return {"two-tower": metrics["model"], **metrics["baselines"]}
+
+
+def run() -> Result:
+    sizes = QUICK_SIZES if quick() else DEFAULT_SIZES
+    results = {}
+    with workspace("quality", database=False) as root:
+        data = generate_data(root / "data", **sizes)
+        for split in SPLITS:
+            print(f"   quality: {split} split", flush=True)
+            results[split] = train_and_score(data, root / f"model-{split}", split)
+    scores = {split: by_method(m) for split, m in results.items()}
+    plot(scores, RESULTS_DIR / "quality.png")
+    return Result(
+        name="quality",
+        title="Quality: two-tower vs popularity, ItemKNN, EASE",
+        command="python -m bench quality",
+        markdown=markdown(scores, results, sizes),
+        goals=goals(scores["temporal"]),
+        data={"sizes": sizes, "seed": SEED, "metrics": results},
+    )
+
+
+def goals(temporal: dict[str, dict[str, float]]) -> list[Goal]:
+    model, pop, knn = (temporal[m]["recall@10"] for m in ("two-tower", "popularity", "itemknn"))
+    ratio = model / pop if pop > 0 else float("inf")
+    return [
+        Goal(
+            figure="two-tower recall@10 vs popularity (temporal split)",
+            goal=f">= {POPULARITY_FACTOR:g}x popularity",
+            measured=f"{model:.4f} vs {pop:.4f} ({ratio:.1f}x)",
+            met=ratio >= POPULARITY_FACTOR,
+            limited_by="" if ratio >= POPULARITY_FACTOR else "model quality on this data (see the quality section)",
+        ),
+        Goal(
+            figure="two-tower recall@10 vs ItemKNN (temporal split)",
+            goal="> ItemKNN",
+            measured=f"{model:.4f} vs {knn:.4f}",
+            met=model > knn,
+            limited_by="" if model > knn else "model quality on this data (see the quality section)",
+        ),
+    ]
+
+
+def markdown(scores: dict, raw: dict, sizes: dict) -> str:
+    header = ["split", "method"] + [f"{m}@{k}" for m in ("recall", "ndcg") for k in KS]
+    rows = [
+        [split, method] + [scores[split][method][f"{m}@{k}"] for m in ("recall", "ndcg") for k in KS]
+        for split in scores
+        for method in METHODS
+    ]
+    details = []
+    for split, metrics in raw.items():
+        d = metrics.get("details", {})
+        details.append(
+            f"{split}: {d.get('users_evaluated', '?')} users evaluated, train/valid/test interactions "
+            f"{d.get('train_interactions', '?')}/{d.get('valid_interactions', '?')}/{d.get('test_interactions', '?')}"
+        )
+    return "\n".join(
+        [
+            f"`recsys generate` with {sizes['n_users']} users, {sizes['n_items']} items, "
+            f"{sizes['n_interactions']} interactions, seed {SEED}; then `recsys train --split temporal|random` "
+            "(early stopping on validation Recall@10; baselines fitted on the same training part, EASE's lambda "
+            "chosen on the validation part). Temporal: each user's latest interactions held out; random: per-user "
+            "80/10/10. Full ranking over all items; each user's known items excluded.",
+            "",
+            table(header, rows),
+            "",
+            "; ".join(details) + ".",
+            "",
+            "![Recall@K](bench/results/quality.png)",
+        ]
+    )
+
+
+def plot(scores: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(scores), figsize=(5.2 * len(scores), 3.8), sharey=True)
+    for ax, (split, methods) in zip(axes, scores.items(), strict=True):
+        for method in METHODS:
+            ax.plot(KS, [methods[method][f"recall@{k}"] for k in KS], "o-", label=method)
+        ax.set_title(f"{split} split")
+        ax.set_xlabel("K")
+        ax.set_xticks(KS)
+        ax.grid(True, alpha=0.3)
+    axes[0].set_ylabel("Recall@K")
+    axes[0].legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
