@@ -263,6 +263,63 @@ def images(
     )
 
 
+# ------------------------------------------------------------------------------------------- train
+@app.command("train")
+def train_cmd(
+    data: Annotated[Path | None, typer.Option(help="parquet folder [default: RECSYS_DATA_DIR]")] = None,
+    out: Annotated[Path | None, typer.Option(help="model dir to write [default: RECSYS_MODEL_DIR]")] = None,
+    split: Annotated[str, typer.Option(help="temporal | random")] = "temporal",
+    epochs: Annotated[int, typer.Option(min=1, help="maximum epochs (early stopping on valid Recall@10)")] = 20,
+    seed: Annotated[int, typer.Option(help="seed of the split and of training")] = 42,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
+) -> None:
+    """Train the two-tower model, evaluate it against popularity, ItemKNN and EASE, write MODEL_DIR."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.table import Table
+
+    from recsys.model.train import EpochReport, TrainingDataError, train
+
+    settings = get_settings()
+    model_dir = out or settings.model_dir
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=True) as progress:
+        task = progress.add_task("training", total=epochs)
+
+        def on_epoch(report: EpochReport) -> None:
+            recall = report.valid.get("recall@10", 0.0)
+            progress.update(
+                task,
+                completed=report.epoch,
+                description=f"epoch {report.epoch}: loss {report.loss:.3f}, valid recall@10 {recall:.4f}, "
+                f"{report.interactions_per_s:,.0f} interactions/s",
+            )
+
+        try:
+            train(
+                data or settings.data_dir,
+                model_dir,
+                split=split,
+                epochs=epochs,
+                seed=seed,
+                device=device,
+                on_epoch=on_epoch,
+            )
+        except (TrainingDataError, ValueError, FileNotFoundError) as exc:
+            fail(str(exc))
+    result = json.loads((model_dir / "metrics.json").read_text())
+    systems = {"two-tower": result["model"]} | result["baselines"]
+    table = Table(title=f"{split} split: test part, {result['details']['users_evaluated']:,} users, full ranking")
+    table.add_column("metric")
+    for name in systems:
+        table.add_column(name, justify="right")
+    for metric in result["model"]:
+        table.add_row(metric, *(f"{values[metric]:.4f}" for values in systems.values()))
+    console.print(table)
+    config = json.loads((model_dir / "config.json").read_text())["training"]
+    version = (model_dir / "model_version").read_text().strip()
+    console.print(f"model {version} written to {model_dir} (best epoch {config['best_epoch']})")
+
+
 # ------------------------------------------------------------------------------------------- evaluate / publish
 @app.command("evaluate")
 def evaluate_cmd(

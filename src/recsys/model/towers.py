@@ -1,0 +1,113 @@
+"""The two towers. nn.Modules only: feature encoding lives in features.py, training in train.py.
+
+Index 0 of every id / token table is the out-of-vocabulary (or padding) slot, so unknown users, items and
+categories still get a vector; training drops ids to 0 at random so that slot learns a sensible average.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from recsys import schema
+
+
+def _mlp(in_dim: int, hidden: int, out_dim: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(in_dim, hidden), nn.GELU(), nn.Linear(hidden, out_dim))
+
+
+class UserTower(nn.Module):
+    """User id, gender, age bucket, preferred categories (bag), recent items (mean-pooled ids and categories,
+    mean relative price) -> unit vector."""
+
+    def __init__(
+        self,
+        n_users: int,
+        n_genders: int,
+        n_age_buckets: int,
+        n_preferences: int,
+        n_items: int,
+        n_category_tokens: int,
+        id_dim: int = 64,
+        side_dim: int = 16,
+        hidden: int = 256,
+        out_dim: int = schema.EMBEDDING_DIM,
+    ) -> None:
+        super().__init__()
+        self.user = nn.Embedding(n_users + 1, id_dim)
+        self.gender = nn.Embedding(n_genders + 1, side_dim)
+        self.age = nn.Embedding(n_age_buckets + 1, side_dim)
+        self.preferences = nn.EmbeddingBag(n_preferences + 1, id_dim, mode="mean", padding_idx=0)
+        self.history = nn.EmbeddingBag(n_items + 1, id_dim, mode="mean", padding_idx=0)
+        self.history_categories = nn.EmbeddingBag(n_category_tokens + 1, id_dim, mode="mean", padding_idx=0)
+        self.history_price = nn.Linear(2, side_dim)  # mean relative price of recent items, log1p(their count)
+        self.mlp = _mlp(4 * id_dim + 3 * side_dim, hidden, out_dim)
+
+    def forward(
+        self,
+        user: torch.Tensor,
+        gender: torch.Tensor,
+        age: torch.Tensor,
+        preferences: torch.Tensor,
+        history: torch.Tensor,
+        history_categories: torch.Tensor,
+        history_price: torch.Tensor,
+    ) -> torch.Tensor:
+        parts = [
+            self.user(user),
+            self.gender(gender),
+            self.age(age),
+            self.preferences(preferences),
+            self.history(history),
+            self.history_categories(history_categories),
+            self.history_price(history_price),
+        ]
+        return F.normalize(self.mlp(torch.cat(parts, dim=1)), dim=1)
+
+
+class ItemTower(nn.Module):
+    """Item id, category path tokens, normalised numerics and the projected MiniLM text vector -> unit vector."""
+
+    def __init__(
+        self,
+        n_items: int,
+        n_category_tokens: int,
+        category_levels: int,
+        n_numerics: int,
+        text_dim: int,
+        id_dim: int = 64,
+        hidden: int = 256,
+        out_dim: int = schema.EMBEDDING_DIM,
+    ) -> None:
+        super().__init__()
+        self.item = nn.Embedding(n_items + 1, id_dim)
+        self.category = nn.Embedding(n_category_tokens + 1, id_dim, padding_idx=0)
+        self.numerics = nn.Linear(n_numerics, id_dim) if n_numerics else None
+        self.text = nn.Linear(text_dim, id_dim) if text_dim else None
+        in_dim = id_dim * (1 + category_levels + int(n_numerics > 0) + int(text_dim > 0))
+        self.mlp = _mlp(in_dim, hidden, out_dim)
+
+    def forward(
+        self, item: torch.Tensor, category: torch.Tensor, numerics: torch.Tensor, text: torch.Tensor
+    ) -> torch.Tensor:
+        parts = [self.item(item), self.category(category).flatten(1)]
+        if self.numerics is not None:
+            parts.append(self.numerics(numerics))
+        if self.text is not None:
+            parts.append(self.text(text))
+        return F.normalize(self.mlp(torch.cat(parts, dim=1)), dim=1)
+
+
+class TwoTower(nn.Module):
+    """Both towers under one module, so DistributedDataParallel syncs them in one call."""
+
+    def __init__(self, user_tower: UserTower, item_tower: ItemTower) -> None:
+        super().__init__()
+        self.user_tower = user_tower
+        self.item_tower = item_tower
+
+    def forward(
+        self, users: dict[str, torch.Tensor], items: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.user_tower(**users), self.item_tower(**items)
