@@ -318,8 +318,8 @@ def _make_interactions(
     user_uniform = np.where(users.preferences >= 0, leaf_size[users.preferences], 0).sum(axis=1) / available.size
 
     type_index = np.where(follows_taste, _draw(rng, TASTE_TYPE_MIX, n), _draw(rng, BROWSE_TYPE_MIX, n))
-    types = np.array(schema.INTERACTION_TYPES, dtype=object)[type_index]
-    is_rate = types == schema.RATE
+    kind = {name: schema.INTERACTION_TYPES.index(name) for name in schema.INTERACTION_TYPES}
+    is_rate = type_index == kind[schema.RATE]
     stars = np.clip(
         np.round(
             items.quality[item]
@@ -329,14 +329,14 @@ def _make_interactions(
         1,
         5,
     )
-    has_quantity = (types == schema.PURCHASE) | (types == schema.CART)
+    has_quantity = (type_index == kind[schema.PURCHASE]) | (type_index == kind[schema.CART])
     quantity = rng.geometric(0.65, n)
 
     # after signup and after the item arrived, never after as_of
     earliest = np.maximum(users.signup_ns[user], items.arrival_ns[item])
     timestamp = (earliest + (rng.random(n) * (as_of_ns - earliest)).astype(np.int64)) // NS_PER_S * NS_PER_S
     order = np.lexsort((user, timestamp))
-    user, item, types, timestamp = user[order], item[order], types[order], timestamp[order]
+    user, item, type_index, timestamp = user[order], item[order], type_index[order], timestamp[order]
     is_rate, stars, has_quantity, quantity = is_rate[order], stars[order], has_quantity[order], quantity[order]
 
     titles, contents = _reviews(rng, items.leaf[item[is_rate]], stars[is_rate].astype(np.int64))
@@ -345,19 +345,19 @@ def _make_interactions(
     review_title[is_rate], review_content[is_rate] = titles, contents
     frame = pd.DataFrame(
         {
-            schema.INTERACTION_ID: _ids("x", n),
-            schema.USER_ID: users.frame[schema.USER_ID].to_numpy(dtype=object)[user],
-            schema.ITEM_ID: items.frame[schema.ITEM_ID].to_numpy(dtype=object)[item],
+            schema.INTERACTION_ID: pd.array(_ids("x", n), dtype="string"),
+            schema.USER_ID: pd.array(users.frame[schema.USER_ID].to_numpy(dtype=object)[user], dtype="string"),
+            schema.ITEM_ID: pd.array(items.frame[schema.ITEM_ID].to_numpy(dtype=object)[item], dtype="string"),
             schema.TIMESTAMP: pd.to_datetime(timestamp, utc=True),
-            schema.INTERACTION_TYPE: types,
-            schema.RATING: pd.array(np.where(is_rate, stars, np.nan), dtype="Float64"),
-            schema.QUANTITY: pd.array(np.where(has_quantity, quantity, 0), dtype="Int64"),
-            schema.REVIEW_TITLE: review_title,
-            schema.REVIEW_CONTENT: review_content,
+            schema.INTERACTION_TYPE: pd.array(
+                np.array(schema.INTERACTION_TYPES, dtype=object)[type_index], dtype="string"
+            ),
+            schema.RATING: pd.arrays.FloatingArray(np.where(is_rate, stars, 0.0), ~is_rate),
+            schema.QUANTITY: pd.arrays.IntegerArray(quantity.astype(np.int64), ~has_quantity),
+            schema.REVIEW_TITLE: pd.array(review_title, dtype="string"),
+            schema.REVIEW_CONTENT: pd.array(review_content, dtype="string"),
         }
-    )
-    frame.loc[~has_quantity, schema.QUANTITY] = pd.NA
-    frame = frame.astype(schema.INTERACTION_DTYPES)
+    ).astype(schema.INTERACTION_DTYPES, copy=False)
     return _Interactions(frame, float(preferred.mean()), float(user_uniform[user].mean()))
 
 
@@ -378,7 +378,7 @@ def _reviews(rng: np.random.Generator, leaf: np.ndarray, stars: np.ndarray) -> t
 # ----------------------------------------------------------------------------------------------- output
 def _ids(prefix: str, n: int) -> list[str]:
     width = max(5, len(str(n)))
-    return [f"{prefix}{k:0{width}d}" for k in range(1, n + 1)]
+    return list(map(f"{prefix}%0{width}d".__mod__, range(1, n + 1)))
 
 
 def _write_atomically(out: Path, frames: dict[str, pd.DataFrame]) -> dict[str, Path]:
