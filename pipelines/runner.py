@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,7 +60,10 @@ def run_local(pipeline_root: Path | None = None, **arguments: Any) -> LocalRun:
     before = set(root.glob(f"{PIPELINE_NAME}-*"))
     kfp.local.init(runner=kfp.local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=True)
     started = time.perf_counter()
-    recommender_pipeline(**{**LOCAL_SIZES, "deploy": False, **arguments})
+    with warnings.catch_warnings():
+        # kfp.local warns, per step, that cluster-only settings (GPU, limits, image) do not apply here
+        warnings.filterwarnings("ignore", message=".*(no effect in the current local runner|non-Python base image)")
+        recommender_pipeline(**{**LOCAL_SIZES, "deploy": False, **arguments})
     seconds = time.perf_counter() - started
 
     new_runs = sorted(set(root.glob(f"{PIPELINE_NAME}-*")) - before)
