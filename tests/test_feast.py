@@ -127,3 +127,9 @@ def test_write_embedding_view_round_trip(pg_dsn: str, feature_repo_copy: Path) -
         )
     with pytest.raises(features.FeatureStoreError, match="unknown feature view"):
         features.write_embedding_view("no_such_view", frame, feature_repo_copy)
+
+
+def test_materialize_before_apply_exits_2_with_a_hint(pg_dsn: str, feature_repo_copy: Path) -> None:
+    result = CliRunner().invoke(app, ["feast", "materialize", "--repo", str(feature_repo_copy)])
+    assert result.exit_code == 2
+    assert "run `recsys feast apply` first" in " ".join(result.output.split())

@@ -23,7 +23,7 @@ from recsys import db, schema
 from recsys.config import get_settings
 
 if TYPE_CHECKING:
-    from feast import FeatureStore
+    from feast import FeatureStore, FeatureView
 
 # the views `materialize` loads from the parquet files; the embedding views are written by `publish`
 MATERIALIZED_VIEWS = (schema.VIEW_ITEM_FEATURES, schema.VIEW_USER_FEATURES)
@@ -129,7 +129,7 @@ def _latest_event(store: FeatureStore, repo: Path) -> datetime:
 
     latest = datetime.now(UTC)
     for view in MATERIALIZED_VIEWS:
-        source = store.get_feature_view(view).batch_source
+        source = _registered_view(store, view).batch_source
         assert isinstance(source, FileSource)
         file = Path(FileSource.get_uri_for_file_path(repo, source.path))
         if not file.is_file():
@@ -138,6 +138,15 @@ def _latest_event(store: FeatureStore, repo: Path) -> datetime:
         if len(column):
             latest = max(latest, column.max().to_pydatetime())
     return latest + timedelta(seconds=1)
+
+
+def _registered_view(store: FeatureStore, view_name: str) -> FeatureView:
+    from feast.errors import FeatureViewNotFoundException
+
+    try:
+        return store.get_feature_view(view_name)
+    except FeatureViewNotFoundException as exc:
+        raise FeatureStoreError(f"unknown feature view {view_name!r}: run `recsys feast apply` first") from exc
 
 
 def online_count(view_name: str, repo: Path | None = None) -> int:
@@ -160,10 +169,7 @@ def write_embedding_view(view_name: str, df: pd.DataFrame, repo: Path | None = N
     `df` holds the view's join key, its features and schema.EVENT_TIMESTAMP. Returns the rows written.
     """
     store = get_store(repo)
-    try:
-        view = store.get_feature_view(view_name)
-    except Exception as exc:  # Feast raises its own FeatureViewNotFoundException
-        raise FeatureStoreError(f"unknown feature view {view_name!r}: run `recsys feast apply` first") from exc
+    view = _registered_view(store, view_name)
     needed = {*view.join_keys, *(f.name for f in view.features), schema.EVENT_TIMESTAMP}
     missing = sorted(needed - set(df.columns))
     if missing:
