@@ -103,11 +103,33 @@ def test_upsert_twice_leaves_the_same_state(conn: psycopg.Connection) -> None:
     np.testing.assert_array_equal(loaded, vectors)
 
 
-def test_new_version_replaces_rows_and_drops_items_it_no_longer_has(conn: psycopg.Connection) -> None:
+def hnsw_plan(conn: psycopg.Connection) -> str:
+    """The ANN query's plan with seq scans priced out (a few dozen rows would not pick the index otherwise)."""
+    query = f"EXPLAIN SELECT {schema.ITEM_ID} FROM {TABLE} ORDER BY {schema.VECTOR_COLUMN} <=> %s LIMIT 10"
+    with conn.transaction():
+        conn.execute("SET LOCAL enable_seqscan = off")
+        return "\n".join(row[0] for row in conn.execute(query, (unit_vectors(1)[0],)).fetchall())
+
+
+def test_new_version_rebuilds_table_and_index_and_drops_items_it_no_longer_has(conn: psycopg.Connection) -> None:
     index.upsert_vectors(conn, ids(50), unit_vectors(50), "v1", table=TABLE)
     result = index.upsert_vectors(conn, ids(40), unit_vectors(40, seed=1), "v2", table=TABLE)
-    assert (result.written, result.deleted) == (40, 10)
-    assert {row[1] for row in table_rows(conn)} == {"v2"} and len(table_rows(conn)) == 40
+    assert (result.written, result.deleted) == (40, 10) and result.index_build_s is not None  # rebuilt
+    rows = table_rows(conn)
+    assert {row[1] for row in rows} == {"v2"} and [row[0] for row in rows] == ids(40)
+    assert index.hnsw_index_name(TABLE) in hnsw_plan(conn)
+    assert conn.execute("SELECT to_regclass(%s)", (f"{TABLE}_next",)).fetchone()[0] is None
+
+
+def test_a_few_changed_rows_are_merged_into_the_live_index(conn: psycopg.Connection) -> None:
+    index.upsert_vectors(conn, ids(50), unit_vectors(50), "v1", table=TABLE)
+    before = {row[0]: row for row in table_rows(conn)}
+    vectors = np.concatenate([unit_vectors(50), unit_vectors(2, seed=9)])
+    result = index.upsert_vectors(conn, ids(52), vectors, "v1", table=TABLE)
+    assert (result.written, result.deleted, result.index_build_s) == (2, 0, None)
+    after = {row[0]: row for row in table_rows(conn)}
+    assert len(after) == 52 and all(after[i] == before[i] for i in ids(50))  # untouched rows keep updated_at
+    assert index.hnsw_index_name(TABLE) in hnsw_plan(conn)
 
 
 def test_older_version_never_overwrites_a_newer_one(conn: psycopg.Connection) -> None:

@@ -1,9 +1,9 @@
 """Publish a trained model: vectors to pgvector and Feast, batch top-k per user, then switch the live version.
 
 Order (so serving never sees a half-written version): everything is computed and validated first; then the
-offline parquet files and the Feast online views are written; last, in ONE database transaction, the item and
-text vectors are upserted into their pgvector tables, the user history is refreshed and the live model_version
-is switched. Every row carries the same model_version and the same event time (when that version was first
+offline parquet files, the Feast online views and the text vector table are written; last, in ONE database
+transaction, the item vectors are upserted into their pgvector table, the user history is refreshed and the
+live model_version is switched. Every row carries the same model_version and the same event time (when that version was first
 registered), so publishing twice leaves the same state.
 """
 
@@ -136,9 +136,10 @@ def publish(model_dir: Path, data_dir: Path | None = None, repo: Path | None = N
         mark = time.perf_counter()
         index.ensure_item_table(conn, schema.ITEM_VECTOR_TABLE, schema.EMBEDDING_DIM)
         index.ensure_item_table(conn, schema.TEXT_VECTOR_TABLE, schema.TEXT_EMBEDDING_DIM)
+        # the text table first, on its own: its index (re)build must not hold the item table's swap lock
+        text_result = index.upsert_vectors(conn, item_ids, text_vectors, version, schema.TEXT_VECTOR_TABLE)
         with conn.transaction():
             item_result = index.upsert_vectors(conn, item_ids, item_vectors, version, schema.ITEM_VECTOR_TABLE)
-            text_result = index.upsert_vectors(conn, item_ids, text_vectors, version, schema.TEXT_VECTOR_TABLE)
             history_users = history.write_user_history(conn, _with_interaction_type(data.interactions))
             index.set_live_model_version(conn, version)  # last: serving switches only when all is written
         timings["pgvector_s"] = time.perf_counter() - mark
