@@ -22,6 +22,12 @@ DB_CLIENT_LABEL = "recsys.io/db-client"  # the NetworkPolicy lets only pods with
 MANAGED_BY = {"app.kubernetes.io/managed-by": "recsys-deploy", "app.kubernetes.io/part-of": "recsys"}
 NON_ROOT_UID = 10001  # the project image's user (Containerfile)
 
+# The Feast registry is a file local to each pod: register the repo's definitions (idempotent, seconds) before
+# the predictor reads features. Then exec, so the predictor gets the container's signals.
+PREDICTOR_START = (
+    f"recsys feast apply > /dev/null && exec python -m serving --model-dir {MODEL_MOUNT_PATH} --http_port {HTTP_PORT}"
+)
+
 Action = Literal["dry-run", "created", "patched", "unchanged"]
 
 
@@ -92,8 +98,7 @@ def inference_service_manifest(
     container = {
         "name": PREDICTOR_CONTAINER,
         "image": image,
-        "command": ["python", "-m", "serving"],
-        "args": ["--model-dir", MODEL_MOUNT_PATH, "--http_port", str(HTTP_PORT)],
+        "command": ["sh", "-c", PREDICTOR_START],
         "env": [
             {"name": "STORAGE_URI", "value": storage_uri(model_uri)},
             {"name": "RECSYS_PG_DSN", "valueFrom": {"secretKeyRef": {"name": db_secret_name, "key": db_secret_key}}},
