@@ -180,7 +180,7 @@ def plot(results: dict, fits: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(2, len(results), figsize=(5.5 * len(results), 7))
+    fig, axes = plt.subplots(2, len(results), figsize=(5.5 * len(results), 7), squeeze=False)
     for col, (sweep, points) in enumerate(results.items()):
         x = [p[f"n_{sweep}"] for p in points]
         ax = axes[0][col]
