@@ -23,6 +23,7 @@ from kserve.errors import InferenceError, InvalidInput, ModelNotReady
 
 from recsys.recommender import NotReady, Recommender
 from recsys.request_models import MAX_ID_CHARS, MAX_INSTANCES, MAX_K, RecommendRequest, RequestError, parse_instances
+from recsys.search import Searcher
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +103,7 @@ class RecommenderModel(Model):
         self.model_dir = model_dir
         self.deadline_s = deadline_s
         self.recommender: Recommender | None = None
+        self.searcher: Searcher | None = None  # query / item_id instances (recsys.search)
 
     def load(self) -> bool:
         """Build the Recommender (it keeps retrying the database and the live version in the background).
@@ -110,6 +112,8 @@ class RecommenderModel(Model):
         """
         if self.recommender is None:
             self.recommender = Recommender.from_settings(self.model_dir)
+        if self.searcher is None:
+            self.searcher = Searcher(self.recommender)  # loads the query encoder once, here
         self.ready = True
         return self.ready
 
@@ -120,6 +124,7 @@ class RecommenderModel(Model):
         if self.recommender is not None:
             self.recommender.close()
             self.recommender = None
+            self.searcher = None
         self.ready = False
 
     def validate(self, payload: Any) -> Any:
@@ -139,11 +144,15 @@ class RecommenderModel(Model):
         return {"predictions": predictions}
 
     async def _recommend(self, requests: list[RecommendRequest]) -> list[dict[str, Any]]:
-        recommender = self.recommender
-        if recommender is None:
+        recommender, searcher = self.recommender, self.searcher
+        if recommender is None or searcher is None:
             raise ModelNotReady(self.name)
         try:
-            return await asyncio.wait_for(asyncio.to_thread(recommender.recommend, requests), self.deadline_s)
+            return await asyncio.wait_for(
+                asyncio.to_thread(self._answer, recommender, searcher, requests), self.deadline_s
+            )
+        except RequestError as exc:  # e.g. an unknown item_id, known only once the catalogue is consulted
+            raise InvalidInput(str(exc)) from None
         except NotReady as exc:
             raise ModelNotReady(self.name, str(exc)) from None
         except TimeoutError:
@@ -151,3 +160,18 @@ class RecommenderModel(Model):
         except Exception:
             log.exception("recommendation failed")
             raise InferenceError("internal error while recommending (see the server log)") from None
+
+    @staticmethod
+    def _answer(recommender: Recommender, searcher: Searcher, requests: list[Any]) -> list[dict[str, Any]]:
+        """Recommendations and searches of one call, in instance order; searches first (they may reject an item_id)."""
+        searches = [i for i, r in enumerate(requests) if not isinstance(r, RecommendRequest)]
+        recommends = [i for i, r in enumerate(requests) if isinstance(r, RecommendRequest)]
+        out: list[dict[str, Any]] = [{}] * len(requests)
+        if searches:
+            answers = searcher.answer([requests[i] for i in searches], labels=[f"instances[{i}]" for i in searches])
+            for i, answer in zip(searches, answers, strict=True):
+                out[i] = answer
+        if recommends:
+            for i, answer in zip(recommends, recommender.recommend([requests[i] for i in recommends]), strict=True):
+                out[i] = answer
+        return out

@@ -168,6 +168,22 @@ class Recommender:
     def ready(self) -> bool:
         return self._state is not None and self._db_ok
 
+    @property
+    def pool(self) -> ConnectionPool:
+        """The predictor's Postgres pool (search shares it)."""
+        return self._pool
+
+    def serving_state(self) -> ServingState:
+        """The state of the version being served; NotReady while none is loaded or the database is down."""
+        state = self._state
+        if state is None or not self._db_ok:
+            raise NotReady("the model or the database is not ready")
+        return state
+
+    def user_vectors(self, state: ServingState, requests: Sequence[RecommendRequest]) -> list[np.ndarray | None]:
+        """Each request's user vector exactly as `recommend` finds it; None where it would fall back to popularity."""
+        return [job.vector for job in self._plan(state, requests)]
+
     def start_polling(self) -> None:
         if self._poller is None:
             self._poller = threading.Thread(target=self._poll_loop, name="recsys-version-poller", daemon=True)
