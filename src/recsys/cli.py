@@ -456,6 +456,84 @@ def recommend_cmd(
         recommender.close()
 
 
+# ------------------------------------------------------------------------------------------- search
+def _answer_one(instance: dict, url: str | None, model_dir: Path | None) -> None:
+    """Validate one search / similar instance, answer it through a predictor (`url`) or in-process, print it."""
+    from recsys.request_models import RequestError, parse_instances
+
+    body = {"instances": [instance]}
+    try:
+        requests = parse_instances(body)
+    except RequestError as exc:
+        fail(str(exc))
+    if url is not None:
+        import httpx
+
+        try:
+            response = httpx.post(f"{url.rstrip('/')}/v1/models/recommender:predict", json=body, timeout=30)
+        except httpx.HTTPError as exc:
+            fail(f"cannot reach {url}: {type(exc).__name__}", code=1)
+        if response.status_code == 400:
+            fail(response.json().get("error", response.text))
+        if response.status_code != 200:
+            fail(f"{response.status_code}: {response.text}", code=1)
+        console.print_json(json.dumps(response.json()["predictions"][0]))
+        return
+    from recsys.recommender import NotReady, Recommender
+    from recsys.search import Searcher
+
+    recommender = Recommender.from_settings(model_dir, poll=False)
+    try:
+        console.print_json(json.dumps(Searcher(recommender).answer(requests)[0]))
+    except RequestError as exc:
+        fail(str(exc))
+    except NotReady as exc:
+        fail(f"not ready: {exc} (has `recsys publish` run for this model?)", code=1)
+    finally:
+        recommender.close()
+
+
+SearchK = Annotated[int, typer.Option(help="how many items")]
+SearchTimestamp = Annotated[
+    str | None, typer.Option(help="request time, ISO 8601, for the availability filter [default: now]")
+]
+SearchUrl = Annotated[str | None, typer.Option(help="ask a running predictor (http://host:port) instead")]
+SearchModelDir = Annotated[Path | None, typer.Option(help="model dir for the in-process path")]
+
+
+@app.command("search")
+def search_cmd(
+    query: Annotated[str, typer.Argument(help="what to look for, e.g. 'wireless headphones for running'")],
+    k: SearchK = 10,
+    user_id: Annotated[str | None, typer.Option(help="personalise the order for this user")] = None,
+    timestamp: SearchTimestamp = None,
+    url: SearchUrl = None,
+    model_dir: SearchModelDir = None,
+) -> None:
+    """Semantic search over product names + descriptions (personalised with --user-id)."""
+    instance: dict = {"query": query, "k": k}
+    if user_id is not None:
+        instance["user_id"] = user_id
+    if timestamp is not None:
+        instance["context"] = {"timestamp": timestamp}
+    _answer_one(instance, url, model_dir)
+
+
+@app.command("similar")
+def similar_cmd(
+    item_id: Annotated[str, typer.Option(help="the item to find look-alikes of")],
+    k: SearchK = 10,
+    timestamp: SearchTimestamp = None,
+    url: SearchUrl = None,
+    model_dir: SearchModelDir = None,
+) -> None:
+    """Items nearest to an item by the two-tower vectors ("customers also viewed"), the item itself excluded."""
+    instance: dict = {"item_id": item_id, "k": k}
+    if timestamp is not None:
+        instance["context"] = {"timestamp": timestamp}
+    _answer_one(instance, url, model_dir)
+
+
 # ------------------------------------------------------------------------------------------- pipeline
 PipelineSizes = tuple[int, int, int, int]  # n_users, n_items, n_interactions, seed
 
