@@ -25,6 +25,7 @@ from recsys import schema
 K = 10
 SEARCH_P99_GOAL_MS = 50.0
 LATE = datetime(2030, 1, 1, tzinfo=UTC)  # every generated item has arrived
+BROAD_QUERIES = ("gift", "premium quality", "affordable everyday item")  # match items of many categories
 
 
 def sizes() -> dict:
@@ -48,7 +49,7 @@ def leaf_queries(n: int) -> list[tuple[str, str]]:
     return [pairs[i % len(pairs)] for i in range(n)]
 
 
-def prepare(root: Path, sz: dict) -> tuple[Path, pd.DataFrame, list[str]]:
+def prepare(root: Path, sz: dict) -> tuple[Path, pd.DataFrame, pd.DataFrame]:
     from recsys import features
     from recsys.config import get_settings
     from recsys.model.train import train
@@ -60,7 +61,7 @@ def prepare(root: Path, sz: dict) -> tuple[Path, pd.DataFrame, list[str]]:
     model_dir = train(data, root / "model", epochs=sz["epochs"])
     publish(model_dir)
     items = pd.read_parquet(data / schema.ITEMS_FILE).set_index(schema.ITEM_ID)
-    users = pd.read_parquet(data / schema.USERS_FILE)[schema.USER_ID].astype(str).tolist()
+    users = pd.read_parquet(data / schema.USERS_FILE)[[schema.USER_ID, schema.PREFERENCES]]
     return model_dir, items, users
 
 
@@ -92,19 +93,46 @@ def time_search(searcher, queries: list[tuple[str, str]], items: pd.DataFrame) -
     }
 
 
-def time_requests(searcher, requests: list) -> dict:
-    seconds = []
-    for request in requests:
+def time_similar(searcher, sources: list[str], items: pd.DataFrame, context) -> dict:
+    """Latency of similar-items requests and the share of results in the source item's category."""
+    from recsys.request_models import SimilarRequest
+
+    seconds, share = [], []
+    for item_id in sources:
         started = time.perf_counter()
-        searcher.answer([request])
+        [answer] = searcher.answer([SimilarRequest(item_id=item_id, k=K, context=context)])
         seconds.append(time.perf_counter() - started)
-    return percentiles_ms(seconds)
+        share.append(np.mean([i[schema.CATEGORY] == items.loc[item_id, schema.CATEGORY] for i in answer["items"]]))
+    return {"latency_ms": percentiles_ms(seconds), "same_category_share": float(np.mean(share))}
+
+
+def time_personalised(searcher, queries: list[str], users: pd.DataFrame, context) -> dict:
+    """Latency of personalised searches and the share of results in the user's preferred leaves, plain vs
+    personalised (same query)."""
+    from recsys.request_models import SearchRequest
+
+    seconds, plain_share, personal_share = [], [], []
+    for query, (user_id, preferences) in zip(queries, users.itertuples(index=False), strict=False):
+        liked = set(str(preferences).split(schema.PREFERENCE_SEPARATOR))
+        started = time.perf_counter()
+        [personal] = searcher.answer([SearchRequest(query=query, user_id=user_id, k=K, context=context)])
+        seconds.append(time.perf_counter() - started)
+        [plain] = searcher.answer([SearchRequest(query=query, k=K, context=context)])
+        for answer, shares in ((plain, plain_share), (personal, personal_share)):
+            shares.append(
+                np.mean([i[schema.CATEGORY].split(schema.CATEGORY_SEPARATOR)[-1] in liked for i in answer["items"]])
+            )
+    return {
+        "latency_ms": percentiles_ms(seconds),
+        "preferred_share_plain": float(np.mean(plain_share)),
+        "preferred_share_personalised": float(np.mean(personal_share)),
+    }
 
 
 def run() -> Result:
     from recsys.recommender import Recommender, ServingSettings
-    from recsys.request_models import RequestContext, SearchRequest, SimilarRequest
-    from recsys.search import Searcher, encode_queries
+    from recsys.request_models import RequestContext, SearchRequest
+    from recsys.search import Searcher, SearchSettings, encode_queries
 
     sz = sizes()
     with workspace("search") as root:
@@ -121,19 +149,14 @@ def run() -> Result:
                 encode_queries(["warm-up"])
                 print(f"   search: {strategy}", flush=True)
                 part = time_search(searcher, queries, items)
-                sources = items.index[:: max(1, len(items) // sz["similar"])][: sz["similar"]]
-                part["similar_ms"] = time_requests(
-                    searcher, [SimilarRequest(item_id=i, k=K, context=context) for i in sources]
-                )
-                personal = [
-                    SearchRequest(query=queries[i % len(queries)][0], user_id=users[i], k=K, context=context)
-                    for i in range(sz["personal"])
-                ]
-                part["personalised_ms"] = time_requests(searcher, personal)
+                sources = items.index[:: max(1, len(items) // sz["similar"])][: sz["similar"]].tolist()
+                part["similar"] = time_similar(searcher, sources, items, context)
+                broad = [BROAD_QUERIES[i % len(BROAD_QUERIES)] for i in range(sz["personal"])]
+                part["personalised"] = time_personalised(searcher, broad, users.head(sz["personal"]), context)
                 results[strategy] = part
             finally:
                 recommender.close()
-    data = {"sizes": sz, "k": K, "strategies": results}
+    data = {"sizes": sz, "k": K, "personal_weight": SearchSettings().personal_weight, "strategies": results}
     return Result(
         name="search",
         title="Search: query encoding vs retrieval, similar items, personalised search",
@@ -171,10 +194,10 @@ def markdown(d: dict) -> str:
             ("search: query encoding", "encode_ms"),
             ("search: retrieval + filter", "retrieve_ms"),
             ("search: total", "total_ms"),
-            ("similar items", "similar_ms"),
-            ("personalised search (total)", "personalised_ms"),
+            ("similar items", "similar"),
+            ("personalised search (total)", "personalised"),
         ):
-            stats = part[key]
+            stats = part[key].get("latency_ms", part[key])
             rows.append([strategy, label, stats["p50"], stats["p99"], stats["n"]])
     precision = ", ".join(f"{s} {p['leaf_precision_at_10']:.2f}" for s, p in d["strategies"].items())
     return "\n".join(
@@ -188,5 +211,17 @@ def markdown(d: dict) -> str:
             table(["strategy", "path", "p50 ms", "p99 ms", "calls"], rows),
             "",
             f"Category precision@10 of plain search (share of results in the queried leaf): {precision}.",
+            "",
+            "Similar items, share of the 10 results in the source item's category: "
+            + ", ".join(f"{s} {p['similar']['same_category_share']:.2f}" for s, p in d["strategies"].items())
+            + f". Personalised search (blend weight {d['personal_weight']:g}, queries "
+            + ", ".join(f"'{q}'" for q in BROAD_QUERIES)
+            + "), share of the 10 results in the user's preferred leaves, plain -> personalised: "
+            + ", ".join(
+                f"{s} {p['personalised']['preferred_share_plain']:.2f} -> "
+                f"{p['personalised']['preferred_share_personalised']:.2f}"
+                for s, p in d["strategies"].items()
+            )
+            + ".",
         ]
     )

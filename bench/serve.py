@@ -34,14 +34,14 @@ P99_GOAL_MS = 20.0
 RPS_GOAL = 300.0
 SERVER_START_TIMEOUT_S = 120
 PREDICT_PATH = "/v1/models/recommender:predict"
-# where the in-process profile attributes a request's time (function name -> label)
+# where the in-process profile attributes a request's time: (file suffix, function) -> label
 PROFILE_PARTS = {
-    "get_online_features": "Feast get_online_features (user features + stored vector)",
-    "read_user_history": "user history read (Postgres)",
-    "encode_users": "user tower forward",
-    "search": "candidate retrieval",
-    "_filter_widening": "retrieval + filters (all rounds)",
-    "_response": "response building",
+    ("feast/feature_store.py", "get_online_features"): "Feast get_online_features (user features + stored vector)",
+    ("recsys/history.py", "read_user_history"): "user history read (Postgres)",
+    ("recsys/model/artifacts.py", "encode_users"): "user tower forward",
+    ("recsys/retrieval.py", "search"): "candidate retrieval",
+    ("recsys/recommender.py", "_filter_widening"): "retrieval + filters (all rounds)",
+    ("recsys/recommender.py", "_response"): "response building",
 }
 
 
@@ -209,10 +209,10 @@ def profile(model_dir: Path, user_ids: list[str]) -> dict:
         recommender.close()
     stats = pstats.Stats(profiler)
     per_request_ms = {}
-    for (_, _, name), (_, _, _, cumulative, _) in stats.stats.items():
-        if name in PROFILE_PARTS:
-            label = PROFILE_PARTS[name]
-            per_request_ms[label] = per_request_ms.get(label, 0.0) + cumulative * 1000 / len(requests)
+    for (path, _, name), (_, _, _, cumulative, _) in stats.stats.items():
+        for (suffix, function), label in PROFILE_PARTS.items():
+            if name == function and path.endswith(suffix):
+                per_request_ms[label] = per_request_ms.get(label, 0.0) + cumulative * 1000 / len(requests)
     text = io.StringIO()
     pstats.Stats(profiler, stream=text).sort_stats("cumulative").print_stats(18)
     lines = [line for line in text.getvalue().splitlines() if line.strip()]
@@ -336,7 +336,7 @@ def markdown(d: dict) -> str:
     return "\n".join(
         [
             f"`recsys generate` {data['n_users']} users / {data['n_items']} items / {data['n_interactions']} "
-            f"interactions, `feast apply` + `materialize`, `recsys train` ({d['sizes']['epochs']} epochs), "
+            f"interactions, `feast apply` + `materialize`, `recsys train --epochs {d['sizes']['epochs']}`, "
             "`recsys publish`, then `recsys serve` (KServe ModelServer, 1 worker, exact retrieval, default "
             f"filters). Each client holds one keep-alive HTTP/1.1 connection on 127.0.0.1 and sends V1 requests "
             f"for one random known user, k={K}, back to back for {ld['seconds']:.0f} s; an answer without k items "
