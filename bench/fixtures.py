@@ -26,6 +26,19 @@ def generate_data(out: Path, n_users: int, n_items: int, n_interactions: int, se
     return out
 
 
+def training_hyperparameters(epochs: int):
+    """train.Hyperparameters with `recsys train`'s defaults (read from train()'s signature, so they cannot drift),
+    `epochs` epochs and no early stop."""
+    import dataclasses
+    import inspect
+
+    from recsys.model.train import Hyperparameters, train
+
+    fields = {f.name for f in dataclasses.fields(Hyperparameters)}
+    defaults = {name: p.default for name, p in inspect.signature(train).parameters.items() if name in fields}
+    return Hyperparameters(**{**defaults, "epochs": epochs, "patience": epochs})
+
+
 def unit_rows(matrix: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(matrix, axis=1, keepdims=True)
     return (matrix / np.where(norms == 0, 1, norms)).astype(np.float32)

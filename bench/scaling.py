@@ -19,7 +19,7 @@ import numpy as np
 
 from bench.common import RESULTS_DIR, ROOT, Result, percentiles_ms, table
 from bench.env import quick
-from bench.fixtures import SEED, generate_data
+from bench.fixtures import SEED, generate_data, training_hyperparameters
 
 USERS = 1000
 RETRIEVAL_QUERIES = 100
@@ -56,7 +56,7 @@ def measure_point(n_users: int, n_items: int, n_interactions: int) -> dict:
     from bench.throughput import drop_texts
     from recsys import schema
     from recsys.model import evaluate
-    from recsys.model.train import Hyperparameters, Runtime, fit, read_data, time_ordered_positives
+    from recsys.model.train import Runtime, fit, read_data, time_ordered_positives
     from recsys.retrieval import ExactRetriever
 
     with tempfile.TemporaryDirectory(prefix="recsys-bench-scaling-") as tmp:
@@ -66,7 +66,7 @@ def measure_point(n_users: int, n_items: int, n_interactions: int) -> dict:
         data = drop_texts(data, Path(tmp) / "no-text")
         dataset = read_data(data)
         parts = evaluate.make_split(dataset.interactions, "temporal", SEED)
-        hp = Hyperparameters(1, 1024, 3e-3, 1e-5, 0.05, 1.0, 0.1, 1, SEED)
+        hp = training_hyperparameters(1)
         epochs = []
         started = time.perf_counter()
         result = fit(dataset, parts, hp, Runtime(torch.device("cpu"), 0, 1), on_epoch=epochs.append)

@@ -1,7 +1,7 @@
 """Search latency: query encoding (MiniLM, one query per call) vs retrieval + availability filter, for both
 retrieval strategies (exact in memory, HNSW in Postgres), plus similar items and personalised search.
 
-In-process through recsys.search.Searcher over a published model (2k items, 500 users, 1 epoch), one request
+In-process through recsys.search.Searcher over a published model (1k items, 300 users, 1 epoch), one request
 at a time: the split is the time of `encode_queries` and the time of `Searcher.answer(..., query_vectors=...)`
 for the same query. Queries are every catalogue leaf's synonyms ("over-ear headset", "trail runners", ...).
 The category precision of the plain search answers is measured alongside (share of the top 10 in the leaf
@@ -33,7 +33,7 @@ def sizes() -> dict:
         return {"data": {"n_users": 100, "n_items": 300, "n_interactions": 3000}, "epochs": 1, "queries": 20,
                 "similar": 20, "personal": 10}  # fmt: skip
     return {
-        "data": {"n_users": 500, "n_items": 2000, "n_interactions": 10_000},
+        "data": {"n_users": 300, "n_items": 1000, "n_interactions": 6000},
         "epochs": 1,
         "queries": 150,
         "similar": 150,
