@@ -92,9 +92,13 @@ def test_instance_kinds() -> None:
 
 @pytest.mark.unit
 def test_query_encoder_matches_the_item_text_encoder() -> None:
+    import torch
+
     from recsys.text import encode_texts, get_encoder
 
+    threads = torch.get_num_threads()
     vectors = encode_queries(["camping tent", "wireless headphones"])
+    assert torch.get_num_threads() == threads  # the encoder's own thread count does not leak
     assert vectors.shape == (2, schema.TEXT_EMBEDDING_DIM) and vectors.dtype == np.float32
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
     assert get_encoder() is get_encoder()  # loaded once per process
