@@ -15,7 +15,12 @@ def train(data: Input[Dataset], split: str, epochs: int, seed: int, model: Outpu
     from recsys.model.artifacts import MODEL_VERSION_FILE
     from recsys.model.train import train as train_model
 
-    model_dir = train_model(Path(data.path), Path(model.path), split=split, epochs=int(epochs), seed=int(seed))
+    def log_epoch(report) -> None:  # the step's log shows training progress
+        print(f"epoch {report.epoch}: loss {report.loss:.4f} valid {report.valid}", flush=True)
+
+    model_dir = train_model(
+        Path(data.path), Path(model.path), split=split, epochs=int(epochs), seed=int(seed), on_epoch=log_epoch
+    )
     model.metadata["model_version"] = (model_dir / MODEL_VERSION_FILE).read_text().strip()
     model.metadata["framework"] = "pytorch"
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Quick start on a local kind cluster: cluster -> cert-manager + KServe (RawDeployment) -> Kubeflow Pipelines
 # (standalone) -> project image built and loaded -> Secrets with a generated password -> manifests -> pipeline run.
-# Needs: kind, kubectl, docker or podman, and the project venv (make setup). Idempotent: rerun to resume.
+# Needs: kind, kubectl, helm, docker or podman, and the project venv (make setup). Idempotent: rerun to resume.
 # Versions can be overridden from the environment; the defaults are the releases this project was written for.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,6 +19,7 @@ say() { printf '\n==> %s\n' "$*"; }
 need() { command -v "$1" >/dev/null || { echo "error: $1 is not installed" >&2; exit 1; }; }
 need kind
 need kubectl
+need helm
 if command -v docker >/dev/null; then ENGINE=docker; elif command -v podman >/dev/null; then ENGINE=podman; else
   echo "error: neither docker nor podman is installed" >&2; exit 1
 fi
@@ -33,12 +34,11 @@ say "cert-manager $CERT_MANAGER_VERSION (KServe's webhooks need it)"
 kubectl apply -f "https://github.com/cert-manager/cert-manager/releases/download/$CERT_MANAGER_VERSION/cert-manager.yaml"
 kubectl wait --for=condition=Available deployment --all -n cert-manager --timeout=300s
 
-say "KServe $KSERVE_VERSION, RawDeployment mode (no Knative or Istio)"
-kubectl apply --server-side -f "https://github.com/kserve/kserve/releases/download/$KSERVE_VERSION/kserve.yaml"
-kubectl wait --for=condition=Available deployment/kserve-controller-manager -n kserve --timeout=300s
-kubectl apply --server-side -f "https://github.com/kserve/kserve/releases/download/$KSERVE_VERSION/kserve-cluster-resources.yaml"
-kubectl patch configmap inferenceservice-config -n kserve --type merge \
-  -p '{"data":{"deploy":"{\"defaultDeploymentMode\":\"RawDeployment\"}"}}'
+say "KServe $KSERVE_VERSION (Helm charts), RawDeployment mode: no Knative or Istio"
+helm upgrade --install kserve-crd oci://ghcr.io/kserve/charts/kserve-crd --version "$KSERVE_VERSION" \
+  --namespace kserve --create-namespace --wait
+helm upgrade --install kserve oci://ghcr.io/kserve/charts/kserve --version "$KSERVE_VERSION" \
+  --namespace kserve --set kserve.controller.deploymentMode=RawDeployment --wait
 
 say "Kubeflow Pipelines $KFP_VERSION (standalone)"
 kubectl apply -k "github.com/kubeflow/pipelines/manifests/kustomize/cluster-scoped-resources?ref=$KFP_VERSION"

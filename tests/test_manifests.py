@@ -25,7 +25,7 @@ from recsys import deploy
 
 ROOT = Path(__file__).resolve().parents[1]
 MANIFESTS = ROOT / "manifests"
-K8S_VERSION = "1.32"  # the kind node image of scripts/kind-up.sh
+K8S_VERSION = "1.32"  # a current Kubernetes; kind 0.26+ node images run 1.32
 NOT_KUBERNETES = {"Kustomization", "Cluster", "InferenceService"}  # checked by the tests below instead
 PRIMITIVES = {"str": str, "int": int, "bool": bool, "float": (int, float), "object": object, "datetime": str}
 
