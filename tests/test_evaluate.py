@@ -241,3 +241,27 @@ def test_report_rejects_files_without_required_columns(tmp_path: Path) -> None:
     )
     with pytest.raises(ValueError, match="interactions lack required column"):
         ev.evaluate_model_and_baselines(data_dir, None, "temporal")
+
+
+def test_evaluate_command_prints_table_and_writes_json(tmp_path: Path) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from recsys.cli import app
+
+    data_dir = write_minimal_dataset(tmp_path, clustered_interactions())
+    out = tmp_path / "metrics.json"
+    args = ["evaluate", "--data", str(data_dir), "--baselines-only", "--k", "10", "--out", str(out)]
+    result = CliRunner().invoke(app, args, env={"COLUMNS": "120"})
+    assert result.exit_code == 0, result.output
+    assert "recall@10" in result.output and "ease" in result.output
+    written = json.loads(out.read_text())
+    assert written["split"] == "temporal" and set(written["baselines"]["ease"]) == {
+        "recall@10",
+        "ndcg@10",
+        "hit@10",
+        "mrr@10",
+    }
+    bad = CliRunner().invoke(app, ["evaluate", "--data", str(data_dir), "--baselines-only", "--split", "weekly"])
+    assert bad.exit_code == 2 and "unknown split 'weekly'" in bad.output

@@ -25,7 +25,7 @@ from psycopg.pq import Format
 
 from recsys import schema
 
-HNSW_MAINTENANCE_WORK_MEM = "512MB"  # HNSW build: 100k x 64 took 41 s at the 64MB default, 16 s at 512MB
+HNSW_MAINTENANCE_WORK_MEM = "512MB"  # 100k x 64 builds in 16 s (41 s at the 64MB default) on an idle 2-core box
 REBUILD_SHARE = 0.2  # more rows than this share change -> rebuild table + index instead of merging
 COPY_CHUNK_ROWS = 20_000  # rows per COPY write: bounds the bytes built in memory
 HNSW_MAX_EF_SEARCH = 1000  # pgvector's upper bound for hnsw.ef_search
@@ -42,7 +42,7 @@ class UpsertResult:
     deleted: int  # rows of older versions that the new set no longer holds
     copy_s: float
     copy_rows_per_s: float
-    index_build_s: float | None  # None when the HNSW index already existed (rows went in incrementally)
+    index_build_s: float | None  # None when the rows were merged into an existing HNSW index
 
 
 # ------------------------------------------------------------------------------------------ tables
