@@ -7,7 +7,8 @@ than k items are padded with "" and 0.0.
 
 Status codes: bad input -> 400 {"error": "<field>: <why>"}; no consistent model version or database down ->
 503; anything unexpected -> 500 with a generic message (details only in the server log). predict is async
-and runs the blocking Recommender in a worker thread, bounded by a deadline.
+and hands the blocking Recommender work to worker threads (serving.batching: concurrent requests share one
+call), bounded by a deadline.
 """
 
 from __future__ import annotations
@@ -24,13 +25,15 @@ from kserve.errors import InferenceError, InvalidInput, ModelNotReady
 from recsys.recommender import NotReady, Recommender
 from recsys.request_models import MAX_ID_CHARS, MAX_INSTANCES, MAX_K, RecommendRequest, RequestError, parse_instances
 from recsys.search import Searcher
+from serving.batching import MicroBatcher
 
 log = logging.getLogger(__name__)
 
 MODEL_NAME = "recommender"
 V2_USER_ID, V2_K, V2_ITEM_ID, V2_SCORE = "user_id", "k", "item_id", "score"
 V2_INT_TYPES = ("INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64")
-REQUEST_DEADLINE_S = 5.0  # a request still running after this answers 503 (its thread finishes on its own)
+REQUEST_DEADLINE_S = 5.0  # a request still running after this answers 503 (its batch finishes on its own)
+BATCH_WORKERS = 2  # threads answering merged batches: one computes while the other waits on the database
 
 
 def _flat(values: Any) -> list[Any]:
@@ -103,6 +106,7 @@ class RecommenderModel(Model):
         self.model_dir = model_dir
         self.deadline_s = deadline_s
         self.recommender: Recommender | None = None
+        self.batcher: MicroBatcher[RecommendRequest] | None = None
         self.searcher: Searcher | None = None  # query / item_id instances (recsys.search)
 
     def load(self) -> bool:
@@ -112,6 +116,7 @@ class RecommenderModel(Model):
         """
         if self.recommender is None:
             self.recommender = Recommender.from_settings(self.model_dir)
+            self.batcher = MicroBatcher(self.recommender.recommend, workers=BATCH_WORKERS, max_instances=MAX_INSTANCES)
         if self.searcher is None:
             self.searcher = Searcher(self.recommender)  # loads the query encoder once, here
         self.ready = True
@@ -121,6 +126,9 @@ class RecommenderModel(Model):
         return self.recommender is not None and self.recommender.ready()
 
     def stop(self) -> None:
+        if self.batcher is not None:
+            self.batcher.close()
+            self.batcher = None
         if self.recommender is not None:
             self.recommender.close()
             self.recommender = None
@@ -143,14 +151,11 @@ class RecommenderModel(Model):
             return v2_response(payload, self.name, predictions)
         return {"predictions": predictions}
 
-    async def _recommend(self, requests: list[RecommendRequest]) -> list[dict[str, Any]]:
-        recommender, searcher = self.recommender, self.searcher
-        if recommender is None or searcher is None:
+    async def _recommend(self, requests: list[Any]) -> list[dict[str, Any]]:
+        if self.recommender is None or self.searcher is None or self.batcher is None:
             raise ModelNotReady(self.name)
         try:
-            return await asyncio.wait_for(
-                asyncio.to_thread(self._answer, recommender, searcher, requests), self.deadline_s
-            )
+            return await asyncio.wait_for(self._answer(self.searcher, self.batcher, requests), self.deadline_s)
         except RequestError as exc:  # e.g. an unknown item_id, known only once the catalogue is consulted
             raise InvalidInput(str(exc)) from None
         except NotReady as exc:
@@ -162,16 +167,24 @@ class RecommenderModel(Model):
             raise InferenceError("internal error while recommending (see the server log)") from None
 
     @staticmethod
-    def _answer(recommender: Recommender, searcher: Searcher, requests: list[Any]) -> list[dict[str, Any]]:
-        """Recommendations and searches of one call, in instance order; searches first (they may reject an item_id)."""
+    async def _answer(
+        searcher: Searcher, batcher: MicroBatcher[RecommendRequest], requests: list[Any]
+    ) -> list[dict[str, Any]]:
+        """Recommendations and searches of one call, in instance order; searches first (they may reject an item_id).
+
+        Recommendations go through the micro-batcher (merged with other calls' recommendations); searches run in
+        their own worker thread, so one call's bad item_id never fails another call.
+        """
         searches = [i for i, r in enumerate(requests) if not isinstance(r, RecommendRequest)]
         recommends = [i for i, r in enumerate(requests) if isinstance(r, RecommendRequest)]
         out: list[dict[str, Any]] = [{}] * len(requests)
         if searches:
-            answers = searcher.answer([requests[i] for i in searches], labels=[f"instances[{i}]" for i in searches])
+            labels = [f"instances[{i}]" for i in searches]
+            answers = await asyncio.to_thread(searcher.answer, [requests[i] for i in searches], labels=labels)
             for i, answer in zip(searches, answers, strict=True):
                 out[i] = answer
         if recommends:
-            for i, answer in zip(recommends, recommender.recommend([requests[i] for i in recommends]), strict=True):
+            answers = await batcher.submit([requests[i] for i in recommends])
+            for i, answer in zip(recommends, answers, strict=True):
                 out[i] = answer
         return out

@@ -32,7 +32,7 @@ from recsys import db, history, index, schema
 from recsys.config import Settings, get_settings
 from recsys.filters import NO_ROWS, CompiledFilters, FilterConfig, UserFacts, parse_preferences
 from recsys.item_catalogue import ItemCatalogue, load_from_feast
-from recsys.model.artifacts import MODEL_VERSION_FILE, TrainedModel, load_model
+from recsys.model.artifacts import MODEL_VERSION_FILE, ModelDirError, TrainedModel, load_model
 from recsys.request_models import RecommendRequest
 from recsys.retrieval import (
     ExactRetriever,
@@ -146,7 +146,10 @@ class Recommender:
         """A Recommender for the configured model dir, loaded if the database allows, polling for new versions."""
         settings = kwargs.pop("settings", None) or get_settings()
         recommender = cls(model_dir or settings.model_dir, settings=settings, **kwargs)
-        recommender.refresh_version()
+        try:
+            recommender.refresh_version()
+        except Exception:  # e.g. Feast views not applied yet: not ready, and the poller keeps trying
+            log.exception("could not load the live model version")
         if poll:
             recommender.start_polling()
         return recommender
@@ -219,13 +222,12 @@ class Recommender:
                     live = index.live_model_version(conn)
                 if not self._db_ok:
                     self._recover()
+                if live is not None and live != self.model_version:
+                    self._switch_to(live)
             except DB_ERRORS as exc:
                 if self._db_ok:
                     log.warning("database unavailable: %s", type(exc).__name__)
                 self._db_ok = False
-                return self.model_version
-            if live is not None and live != self.model_version:
-                self._switch_to(live)
             return self.model_version
 
     def _recover(self) -> None:
@@ -247,7 +249,13 @@ class Recommender:
         for candidate in (self.model_dir, self.model_dir / version):
             version_file = candidate / MODEL_VERSION_FILE
             if version_file.is_file() and version_file.read_text().strip() == version:
-                return load_model(candidate)
+                try:
+                    return load_model(candidate)
+                except (ModelDirError, RuntimeError, OSError) as exc:  # broken or foreign files: keep serving
+                    if self._skipped_version != version:
+                        log.error("cannot load model_version %s from %s: %s", version, candidate, exc)
+                        self._skipped_version = version
+                    return None
         if self._skipped_version != version:
             log.warning(
                 "live model_version %s not found in %s: still serving %s", version, self.model_dir, self.model_version
