@@ -126,6 +126,7 @@ class Recommender:
             max_size=self.serving.pool_size,
             timeout=timeout,
             kwargs={
+                "autocommit": True,  # reads only: no COMMIT round trip per request
                 "connect_timeout": max(1, round(timeout)),
                 "options": f"-c statement_timeout={int(timeout * 1000)}",
             },

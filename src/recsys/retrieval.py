@@ -54,10 +54,12 @@ class ExactRetriever:
         self.max_candidates = len(matrix)
 
     def search(self, queries: np.ndarray, n: int) -> list[tuple[np.ndarray, np.ndarray]]:
-        scores = np.asarray(queries, dtype=np.float32) @ self.matrix.T
         n = min(n, self.matrix.shape[0])
         out = []
-        for row in scores:
+        for query in np.asarray(queries, dtype=np.float32):
+            # one matrix-vector product per query: OpenBLAS's threaded gemm for [q, d] x [d, n] took 13 ms
+            # instead of 0.03 ms on the busy 2-core machine
+            row = self.matrix @ query
             top = np.argpartition(-row, n - 1)[:n] if n < len(row) else np.arange(len(row))
             top = top[np.argsort(-row[top], kind="stable")]
             out.append((top.astype(np.int64), row[top]))
