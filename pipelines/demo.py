@@ -21,6 +21,7 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
+from components.staging import feature_repo_data_dir
 from pipelines.runner import LOCAL_SIZES, LocalRun, run_local
 from recsys import schema
 from recsys.config import get_settings
@@ -136,7 +137,7 @@ def run_demo(console: Console, k: int = 5, **pipeline_arguments: Any) -> LocalRu
     port = free_loopback_port()
     with running_predictor(run.model_dir, port, get_settings().home / "demo-predictor.log") as url:
         console.print(f"predictor ready at {url}/v1/models/{MODEL_NAME}")
-        for label, instance in demo_requests(get_settings().data_dir, k):
+        for label, instance in demo_requests(feature_repo_data_dir(), k):
             response = httpx.post(f"{url}/v1/models/{MODEL_NAME}:predict", json={"instances": [instance]}, timeout=30)
             if response.status_code != 200:
                 raise RuntimeError(f"{label}: HTTP {response.status_code} {response.text[:200]}")
