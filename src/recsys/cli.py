@@ -7,6 +7,7 @@ Bad arguments exit with code 2 and a one-line message (typer.BadParameter / `fai
 from __future__ import annotations
 
 import json
+import os
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, NoReturn
@@ -306,6 +307,8 @@ def train_cmd(
             )
         except (TrainingDataError, ValueError, FileNotFoundError) as exc:
             fail(str(exc))
+    if os.environ.get("RANK", "0") != "0":
+        return  # under torchrun only rank 0 reports
     result = json.loads((model_dir / "metrics.json").read_text())
     systems = {"two-tower": result["model"]} | result["baselines"]
     table = Table(title=f"{split} split: test part, {result['details']['users_evaluated']:,} users, full ranking")
@@ -539,9 +542,10 @@ PipelineSizes = tuple[int, int, int, int]  # n_users, n_items, n_interactions, s
 
 
 def _pipeline_arguments(
-    sizes: PipelineSizes, epochs: int, min_recall_at_10: float, with_images: bool, image_limit: int
+    sizes: PipelineSizes, epochs: int, min_recall_at_10: float, images: tuple[bool, int, str]
 ) -> dict:
     n_users, n_items, n_interactions, seed = sizes
+    with_images, image_limit, image_model = images
     if min(n_users, n_items, n_interactions, epochs) < 1 or image_limit < 0:
         fail("sizes and --epochs must be >= 1 and --image-limit >= 0")
     return {
@@ -553,6 +557,7 @@ def _pipeline_arguments(
         "min_recall_at_10": min_recall_at_10,
         "with_images": with_images,
         "image_limit": image_limit,
+        "image_model": image_model,
     }
 
 
@@ -564,6 +569,8 @@ Epochs = Annotated[int, typer.Option(help="maximum training epochs (early stoppi
 MinRecall = Annotated[float, typer.Option(help="quality gate: minimum test Recall@10 to publish")]
 WithImages = Annotated[bool, typer.Option(help="run the Stable Diffusion step (GPU on a cluster)")]
 ImageLimit = Annotated[int, typer.Option(help="images for the first N items only (0 = all)")]
+ImageModel = Annotated[str, typer.Option(help="Stable Diffusion model id or local folder (the image step)")]
+DEFAULT_IMAGE_MODEL = "runwayml/stable-diffusion-v1-5"
 
 
 @pipeline_app.command("compile")
@@ -587,6 +594,7 @@ def pipeline_run(
     min_recall_at_10: MinRecall = 0.05,
     with_images: WithImages = False,
     image_limit: ImageLimit = 0,
+    image_model: ImageModel = DEFAULT_IMAGE_MODEL,
 ) -> None:
     """Run the whole DAG on this machine (kfp.local SubprocessRunner) against the embedded or RECSYS_PG_DSN Postgres."""
     if not local:
@@ -595,7 +603,7 @@ def pipeline_run(
     from pipelines.runner import run_local
 
     arguments = _pipeline_arguments(
-        (n_users, n_items, n_interactions, seed), epochs, min_recall_at_10, with_images, image_limit
+        (n_users, n_items, n_interactions, seed), epochs, min_recall_at_10, (with_images, image_limit, image_model)
     )
     try:
         run = run_local(**arguments)
@@ -618,12 +626,13 @@ def pipeline_submit(
     min_recall_at_10: MinRecall = 0.05,
     with_images: WithImages = False,
     image_limit: ImageLimit = 0,
+    image_model: ImageModel = DEFAULT_IMAGE_MODEL,
 ) -> None:
     """Submit one run to a Kubeflow Pipelines endpoint (kfp.Client); deploys the InferenceService when it passes."""
     from pipelines.runner import submit
 
     arguments = _pipeline_arguments(
-        (n_users, n_items, n_interactions, seed), epochs, min_recall_at_10, with_images, image_limit
+        (n_users, n_items, n_interactions, seed), epochs, min_recall_at_10, (with_images, image_limit, image_model)
     )
     try:
         run_id = submit(host, experiment=experiment, arguments=arguments, wait=wait)
