@@ -31,6 +31,7 @@ K = 100
 EF_SEARCH = (100, 200, 400, 800, 1000)  # below K pgvector would return only ef rows: index.hnsw_search raises ef to k
 TARGET_RECALL = 0.99
 GOAL_SPEEDUP = 50
+TIE_TOLERANCE = 1e-5  # float32 scores within this of the k-th best count as ties
 MODEL_EPOCHS = 3
 EXPLAIN_QUERIES = 20  # queries per HNSW setting timed inside Postgres  # the vectors only need the shape a trained tower gives, not the best quality
 
@@ -53,8 +54,19 @@ def top_ids(scores: np.ndarray, k: int) -> np.ndarray:
     return np.argsort(-scores, kind="stable")[:k]
 
 
-def recall(found: list[str] | np.ndarray, truth: list[str] | np.ndarray, k: int) -> float:
-    return len(set(list(found)[:k]) & set(list(truth)[:k])) / k
+class Truth:
+    """numpy's exact scores for one query. Recall counts a returned item as correct when its exact score reaches
+    the k-th best score (ties included): trained vectors of items the model never saw can coincide, and any
+    of several equal items is a right answer."""
+
+    def __init__(self, scores: np.ndarray, position: dict[str, int]):
+        self.scores = scores
+        self.position = position
+
+    def recall(self, found: list[str] | np.ndarray, k: int) -> float:
+        kth = np.partition(self.scores, len(self.scores) - k)[len(self.scores) - k]
+        rows = [self.position[item_id] for item_id in dict.fromkeys(list(found)[:k])]
+        return float(np.sum(self.scores[rows] >= kth - TIE_TOLERANCE)) / k
 
 
 def timed(fn, *args):
@@ -72,16 +84,18 @@ def measure_case(conn, kind: str, ids: list[str], vectors: np.ndarray, queries: 
     table_name = f"bench_{kind}_{n}"
     version = f"bench-{kind}-{n}"
     id_array = np.asarray(ids)
+    position = {item_id: row for row, item_id in enumerate(ids)}
     index.ensure_item_table(conn, table_name)
     publish_s, upsert = timed(index.upsert_vectors, conn, ids, vectors, version, table_name)
     feast_copy_s = copy_into_feast_view(schema.VIEW_ITEM_EMBEDDING, ids, vectors, version)
 
     # numpy exact: the reference answer, and a baseline (full sort of every score)
-    numpy_s, truth = [], []
+    numpy_s, numpy_found = [], []
     for q in queries:
         seconds, top = timed(lambda q=q: top_ids(vectors @ q, K))
         numpy_s.append(seconds)
-        truth.append(id_array[top])
+        numpy_found.append(id_array[top])
+    truth = [Truth(vectors @ q, position) for q in queries]
 
     load_s, (loaded_ids, matrix) = timed(index.load_vectors, conn, version, table_name)
     exact = ExactRetriever(matrix)
@@ -89,14 +103,14 @@ def measure_case(conn, kind: str, ids: list[str], vectors: np.ndarray, queries: 
     methods: dict[str, dict] = {}
 
     def score(name: str, seconds: list[float], found: list, recall_10: list[float] | None = None) -> None:
-        r10 = recall_10 if recall_10 is not None else [recall(f, t, 10) for f, t in zip(found, truth, strict=False)]
+        r10 = recall_10 if recall_10 is not None else [t.recall(f, 10) for f, t in zip(found, truth, strict=False)]
         methods[name] = {
             **percentiles_ms(seconds),
             "recall@10": float(np.mean(r10)),
-            "recall@100": float(np.mean([recall(f, t, K) for f, t in zip(found, truth, strict=False)])),
+            "recall@100": float(np.mean([t.recall(f, K) for f, t in zip(found, truth, strict=False)])),
         }
 
-    score("numpy exact (full sort)", numpy_s, truth)
+    score("numpy exact (full sort)", numpy_s, numpy_found)
     exact_s, exact_found = [], []
     for q in queries:
         seconds, hits = timed(exact.search, q[None, :], K)
@@ -115,7 +129,7 @@ def measure_case(conn, kind: str, ids: list[str], vectors: np.ndarray, queries: 
         seconds, found = timed(feast.top_k, q, K)
         feast_s.append(seconds)
         feast_found.append(found)
-        feast_r10.append(recall(feast.top_k(q, 10), t, 10))  # Feast's set is unordered: ask for 10 separately
+        feast_r10.append(t.recall(feast.top_k(q, 10), 10))  # Feast's set is unordered: ask for 10 separately
     score("Feast retrieve_online_documents_v2", feast_s, feast_found, feast_r10)
     feast_p50 = methods["Feast retrieve_online_documents_v2"]["p50"]
     for name, m in methods.items():
@@ -260,7 +274,10 @@ def goals(cases: list[dict]) -> list[Goal]:
                 f"{case['methods']['Feast retrieve_online_documents_v2']['p50']:.1f} ms p50), "
                 f"recall@100 {exact['recall@100']:.3f}",
                 met=met,
-                limited_by="" if met else "see the retrieval section",
+                limited_by=""
+                if met
+                else f"one {largest}x64 matmul + argpartition per query in numpy "
+                f"({exact['p50']:.2f} ms p50, p99 {exact['p99']:.1f} ms), on CPU cores shared with Postgres",
             )
         )
         name, hnsw = best_hnsw(case)
@@ -322,18 +339,32 @@ def markdown(cases: list[dict], feast_rate: float, sz: Sizes) -> str:
     return "\n".join(
         [
             f"Top-{K} for single queries (one call per query, as the predictor makes them); recall against numpy's "
-            f"exact top-k on the same vectors. {sz.queries} queries per method, {sz.feast_queries} for Feast (it "
+            "exact scores on the same vectors (an item scoring at least the k-th best counts, so ties are right "
+            f"answers). {sz.queries} queries per method, {sz.feast_queries} for Feast (it "
             "scans every row). Trained vectors: the item tower of a model trained for "
             f"{MODEL_EPOCHS} epochs on the default data, applied to a generated catalogue of that size with the "
             "product texts left out (MiniLM would need ~3 min for 100k texts); their queries are the user-tower "
-            "vectors of the default data's users. Random vectors: uniform on the sphere (queries too), the hard "
+            "vectors of the default data's users. Items beyond the 5,000 the model saw go through the tower's "
+            "out-of-vocabulary id, so their vectors come from category, price and rating alone and many nearly "
+            "coincide: a crowded, realistic case for cold items. Random vectors: uniform on the sphere (queries too), the hard "
             "case for an ANN graph. `Feast p50 / p50`: Feast's p50 divided by the method's p50, same run; `in Postgres "
             "ms`: the HNSW query's own execution time inside Postgres (EXPLAIN ANALYZE, median of "
             f"{EXPLAIN_QUERIES}), the rest of an HNSW call is round trips and Python.",
             "",
             table(
-                ["case", "method", "queries", "p50 ms", "p99 ms", "recall@10", "recall@100", "Feast p50 / p50"], rows
-            ),
+                [
+                    "case",
+                    "method",
+                    "queries",
+                    "p50 ms",
+                    "p99 ms",
+                    "recall@10",
+                    "recall@100",
+                    "Feast p50 / p50",
+                    "in Postgres ms",
+                ],
+                rows,
+            ),  # fmt: skip
             "",
             "![recall vs latency](bench/results/retrieval.png)",
             "",

@@ -339,8 +339,8 @@ def markdown(d: dict) -> str:
             f"interactions, `feast apply` + `materialize`, `recsys train --epochs {d['sizes']['epochs']}`, "
             "`recsys publish`, then `recsys serve` (KServe ModelServer, 1 worker, exact retrieval, default "
             f"filters). Each client holds one keep-alive HTTP/1.1 connection on 127.0.0.1 and sends V1 requests "
-            f"for one random known user, k={K}, back to back for {ld['seconds']:.0f} s; an answer without k items "
-            "counts as an error. The Feast path is what the replaced system would do per request: read the "
+            f"for one random known user, k={K}, back to back for {ld['seconds']:.0f} s (`BENCH_SERVE_SECONDS` sets "
+            "it); an answer without k items counts as an error. The Feast path is what the replaced system would do per request: read the "
             "user's stored vector from Feast, then `retrieve_online_documents_v2` over item_embedding (no "
             "filters), one request at a time in-process.",
             "",
