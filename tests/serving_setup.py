@@ -44,6 +44,25 @@ def use_settings(repo: Path, dsn: str | None = None) -> None:
     _clear_store_cache()
 
 
+@contextmanager
+def settings_restored() -> Iterator[None]:
+    """Undo use_settings at the end of the block, so later test modules see the session's settings."""
+    names = ("RECSYS_FEATURE_REPO", "RECSYS_DATA_DIR", "RECSYS_PG_DSN")
+    saved = {name: os.environ.get(name) for name in names}
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        from recsys.config import get_settings
+
+        get_settings.cache_clear()
+        _clear_store_cache()
+
+
 def _clear_store_cache() -> None:
     from recsys import features
 

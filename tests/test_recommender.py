@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from serving_setup import copy_feature_repo, setup_published
+from serving_setup import copy_feature_repo, settings_restored, setup_published
 
 from recsys import history, schema
 from recsys.recommender import SOURCE_POPULARITY, SOURCE_STORED, SOURCE_TOWER, Recommender, ServingSettings
@@ -31,18 +31,19 @@ class Published:
 
 
 @pytest.fixture(scope="module")
-def published(pg_dsn: str, tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Published:
+def published(pg_dsn: str, tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Published]:
     root = tmp_path_factory.mktemp("online")
     repo = copy_feature_repo(root / "feature_repo", tiny_data)
-    version = setup_published(tiny_data, repo, root / "model", seed=1)
-    return Published(
-        repo=repo,
-        model_dir=root / "model",
-        version=version,
-        users=pd.read_parquet(tiny_data / schema.USERS_FILE),
-        items=pd.read_parquet(tiny_data / schema.ITEMS_FILE).set_index(schema.ITEM_ID),
-        interactions=pd.read_parquet(tiny_data / schema.INTERACTIONS_FILE),
-    )
+    with settings_restored():
+        version = setup_published(tiny_data, repo, root / "model", seed=101)
+        yield Published(
+            repo=repo,
+            model_dir=root / "model",
+            version=version,
+            users=pd.read_parquet(tiny_data / schema.USERS_FILE),
+            items=pd.read_parquet(tiny_data / schema.ITEMS_FILE).set_index(schema.ITEM_ID),
+            interactions=pd.read_parquet(tiny_data / schema.INTERACTIONS_FILE),
+        )
 
 
 @pytest.fixture(scope="module")

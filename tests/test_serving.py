@@ -22,6 +22,7 @@ from serving_setup import (
     copy_feature_repo,
     predictor,
     publish_model,
+    settings_restored,
     setup_published,
     setup_published_in_subprocess,
     train_model,
@@ -38,17 +39,18 @@ CONTEXT = {"timestamp": "2030-01-01T12:00:00Z"}  # fixed: answers are determinis
 
 
 @pytest.fixture(scope="module")
-def setup(pg_dsn: str, tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+def setup(pg_dsn: str, tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     """Trained + published model; the predictor reads models_root/<version>/ so a new version can be added."""
     root = tmp_path_factory.mktemp("serving")
     repo = copy_feature_repo(root / "feature_repo", tiny_data)
     staging = root / "trained"
-    version = setup_published(tiny_data, repo, staging, seed=1)
-    models = root / "models"
-    models.mkdir()
-    shutil.copytree(staging, models / version)
-    users = pd.read_parquet(tiny_data / schema.USERS_FILE)[schema.USER_ID].tolist()
-    return {"root": root, "repo": repo, "data": tiny_data, "models": models, "version": version, "users": users}
+    with settings_restored():
+        version = setup_published(tiny_data, repo, staging, seed=201)
+        models = root / "models"
+        models.mkdir()
+        shutil.copytree(staging, models / version)
+        users = pd.read_parquet(tiny_data / schema.USERS_FILE)[schema.USER_ID].tolist()
+        yield {"root": root, "repo": repo, "data": tiny_data, "models": models, "version": version, "users": users}
 
 
 @pytest.fixture(scope="module")
@@ -214,7 +216,7 @@ def test_version_switch_under_traffic_never_mixes(server: str, setup: dict) -> N
         t.start()
     try:
         staging = setup["root"] / "trained-2"
-        new_version = train_model(setup["data"], staging, seed=2)
+        new_version = train_model(setup["data"], staging, seed=202)
         assert new_version != setup["version"]
         shutil.copytree(staging, setup["models"] / new_version)  # the tower first, then the vectors go live
         publish_model(setup["models"] / new_version, setup["repo"])
@@ -265,7 +267,7 @@ def test_database_outage_503_then_recovers_without_restart(private_postgres, set
     dsn = private_postgres.get_uri(database="postgres")
     repo = copy_feature_repo(tmp_path / "feature_repo", setup["data"])
     model_dir = tmp_path / "model"
-    version = setup_published_in_subprocess(setup["data"], repo, model_dir, seed=1, dsn=dsn)
+    version = setup_published_in_subprocess(setup["data"], repo, model_dir, seed=201, dsn=dsn)
     env = {"RECSYS_PG_DSN": dsn, "RECSYS_FEATURE_REPO": str(repo), "RECSYS_DATA_DIR": str(repo / "data")}
     body = {"instances": [{"user_id": setup["users"][0], "k": 5}]}
     with predictor(model_dir, tmp_path / "predictor.log", env=env) as url:
