@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pandas as pd
 import pytest
 import yaml
 
@@ -208,17 +209,37 @@ def isolated_project(pg_dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 
 
 @pytest.mark.e2e
-def test_whole_dag_runs_locally_and_the_predictor_serves_its_model(isolated_project: Path) -> None:
+def test_whole_dag_with_images_runs_locally_and_the_predictor_serves_its_model(isolated_project: Path) -> None:
+    from sd_tiny import tiny_pipeline
+
     from pipelines.demo import demo_requests, free_loopback_port, running_predictor
     from pipelines.runner import run_local
 
-    run = run_local(n_users=120, n_items=200, n_interactions=3000, seed=5, epochs=1, min_recall_at_10=0.0)
+    weights = isolated_project.parent / "sd-tiny"  # random weights: no download; the image branch runs for real
+    tiny_pipeline().save_pretrained(weights)
+    run = run_local(
+        n_users=120,
+        n_items=200,
+        n_interactions=3000,
+        seed=5,
+        epochs=1,
+        min_recall_at_10=0.0,
+        with_images=True,
+        image_model=str(weights),
+        image_device="cpu",
+        image_steps=2,
+        image_size=64,
+        image_limit=3,
+    )
 
     assert run.published, run.metrics
     assert run.run_dir.parent == get_settings().home / "pipeline-runs"
     assert run.metrics["model"]["recall@10"] > run.metrics["baselines"]["popularity"]["recall@10"]
     assert all((isolated_project / "data" / name).is_file() for name in schema.DATA_FILES)
     assert (isolated_project / "data" / schema.ITEM_EMBEDDING_FILE).is_file()  # publish wrote the views
+    items = pd.read_parquet(isolated_project / "data" / schema.ITEMS_FILE)
+    images = [Path(link) for link in items[schema.IMG_LINK].dropna() if link.startswith(str(run.run_dir))]
+    assert len(images) == 3 and all(path.is_file() for path in images)  # the image step's data reached Feast
 
     with running_predictor(run.model_dir, free_loopback_port(), run.run_dir / "predictor.log") as url:
         for label, instance in demo_requests(isolated_project / "data", k=4):
