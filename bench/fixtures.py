@@ -39,6 +39,33 @@ def training_hyperparameters(epochs: int):
     return Hyperparameters(**{**defaults, "epochs": epochs, "patience": epochs})
 
 
+def fit_and_save(data_dir: Path, out_dir: Path, epochs: int) -> Path:
+    """A model dir like `recsys train` writes, from the same training loop and defaults, without the baseline
+    evaluation (EASE inverts an items x items matrix per lambda: most of a minute at 10k items) and without
+    metrics.json: for benchmarks that need a trained model, not its quality."""
+    import dataclasses
+
+    import torch
+
+    from recsys.model import evaluate
+    from recsys.model.artifacts import save_model
+    from recsys.model.features import recent_positive_items
+    from recsys.model.train import TOWER_DIMS, Runtime, fit, read_data
+
+    data = read_data(data_dir)
+    hp = training_hyperparameters(epochs)
+    result = fit(data, evaluate.make_split(data.interactions, "temporal", SEED), hp, Runtime(torch.device("cpu"), 0, 1))
+    save_model(
+        out_dir,
+        config={**TOWER_DIMS, "embedding_dim": schema.EMBEDDING_DIM, "training": dataclasses.asdict(hp)},
+        features=result.features,
+        user_tower=result.model.user_tower,
+        item_tower=result.model.item_tower,
+        recent_items=recent_positive_items(data.interactions),
+    )
+    return out_dir
+
+
 def unit_rows(matrix: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(matrix, axis=1, keepdims=True)
     return (matrix / np.where(norms == 0, 1, norms)).astype(np.float32)

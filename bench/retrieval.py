@@ -20,6 +20,7 @@ from bench.fixtures import (
     QUICK_SIZES,
     FeastDocuments,
     copy_into_feast_view,
+    fit_and_save,
     generate_data,
     random_vectors,
     tower_vectors,
@@ -198,10 +199,8 @@ def feast_api_rate(ids: list[str], vectors: np.ndarray) -> float:
 
 
 def train_model(root: Path) -> Path:
-    from recsys.model.train import train
-
     data = generate_data(root / "data-default", **(QUICK_SIZES if quick() else DEFAULT_SIZES))
-    return train(data, root / "model-default", epochs=1 if quick() else MODEL_EPOCHS)
+    return fit_and_save(data, root / "model-default", epochs=1 if quick() else MODEL_EPOCHS)
 
 
 def query_vectors(kind: str, model_dir: Path, root: Path, n: int) -> np.ndarray:
