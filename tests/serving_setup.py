@@ -120,14 +120,21 @@ def free_port() -> int:
 
 
 @contextmanager
-def predictor(model_dir: Path, log_path: Path, env: dict[str, str] | None = None) -> Iterator[str]:
-    """`python -m serving` on a free port until the block ends; yields its base URL once it is ready."""
+def predictor(
+    model_dir: Path, log_path: Path, env: dict[str, str] | None = None, via_cli: bool = False
+) -> Iterator[str]:
+    """`python -m serving` (or `recsys serve`) on a free port until the block ends; yields its base URL once
+    it is ready."""
     port = free_port()
+    if via_cli:
+        command = [str(Path(sys.executable).with_name("recsys")), "serve", "--model-dir", str(model_dir),
+                   "--http-port", str(port)]  # fmt: skip
+    else:
+        command = [sys.executable, "-m", "serving", "--model-dir", str(model_dir), "--http_port", str(port)]
     with open(log_path, "w") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "serving", "--model-dir", str(model_dir), "--http_port", str(port)],
-            env={**os.environ, **(env or {})}, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+            command, env={**os.environ, **(env or {})}, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT
+        )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_ready(url, proc, log_path)

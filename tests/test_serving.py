@@ -191,6 +191,36 @@ def test_unknown_model_is_a_404_json(server: str) -> None:
     assert response.status_code == 404 and "error" in response.json()
 
 
+def test_cli_recommend_through_the_predictor(server: str, setup: dict) -> None:
+    from typer.testing import CliRunner
+
+    from recsys.cli import app
+
+    result = CliRunner().invoke(app, ["recommend", "--user-id", setup["users"][3], "--k", "3", "--url", server])
+    assert result.exit_code == 0, result.output
+    answer = json.loads(result.stdout)
+    assert answer[schema.USER_ID] == setup["users"][3] and len(answer["items"]) == 3
+
+
+def test_cli_recommend_in_process_matches_the_predictor(server: str, setup: dict) -> None:
+    from typer.testing import CliRunner
+
+    from recsys.cli import app
+
+    args = ["recommend", "--user-id", setup["users"][4], "--k", "5", "--timestamp", CONTEXT["timestamp"]]
+    result = CliRunner().invoke(app, [*args, "--model-dir", str(setup["models"])])
+    assert result.exit_code == 0, result.output
+    local = json.loads(result.stdout)
+    remote = predict(server, {"instances": [{"user_id": setup["users"][4], "k": 5, "context": CONTEXT}]})
+    assert item_ids(local) == item_ids(remote.json()["predictions"][0])
+
+
+def test_recsys_serve_command(setup: dict) -> None:
+    with predictor(setup["models"], setup["root"] / "recsys-serve.log", via_cli=True) as url:
+        response = predict(url, {"instances": [{"user_id": setup["users"][0], "k": 2}]})
+    assert response.status_code == 200 and len(response.json()["predictions"][0]["items"]) == 2
+
+
 def test_version_switch_under_traffic_never_mixes(server: str, setup: dict) -> None:
     """Publish a second model while clients call: every answer comes whole from the old or the new version.
 
