@@ -26,6 +26,12 @@ def quick() -> bool:
     return os.environ.get("BENCH_QUICK", "") not in ("", "0")
 
 
+def load_note() -> str:
+    """The machine's load when a benchmark starts: figures taken on a busy machine say so."""
+    one, five, _ = os.getloadavg()
+    return f"Load average when this benchmark started: {one:.1f} (1 min), {five:.1f} (5 min) on {os.cpu_count()} cores."
+
+
 def env_float(name: str, default: float) -> float:
     value = os.environ.get(name)
     if value is None or value == "":

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 from bench.common import RESULTS_DIR, Goal, Result, table
-from bench.env import quick, workspace
+from bench.env import load_note, quick, workspace
 from bench.fixtures import DEFAULT_SIZES, QUICK_SIZES, SEED, generate_data
 
 SPLITS = ("temporal", "random")
@@ -32,6 +32,7 @@ def by_method(metrics: dict) -> dict[str, dict[str, float]]:
 
 
 def run() -> Result:
+    started_under = load_note()
     sizes = QUICK_SIZES if quick() else DEFAULT_SIZES
     results = {}
     with workspace("quality", database=False) as root:
@@ -45,7 +46,7 @@ def run() -> Result:
         name="quality",
         title="Quality: two-tower vs popularity, ItemKNN, EASE",
         command="python -m bench quality",
-        markdown=markdown(scores, results, sizes),
+        markdown=markdown(scores, results, sizes) + "\n\n" + started_under,
         goals=goals(scores["temporal"]),
         data={"sizes": sizes, "seed": SEED, "metrics": results},
     )

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.common import RESULTS_DIR, Goal, Result, percentiles_ms, table
-from bench.env import quick, workspace
+from bench.env import load_note, quick, workspace
 from bench.fixtures import (
     DEFAULT_SIZES,
     QUICK_SIZES,
@@ -219,6 +219,7 @@ def query_vectors(kind: str, model_dir: Path, root: Path, n: int) -> np.ndarray:
 
 
 def run() -> Result:
+    started_under = load_note()
     from recsys import db, features
 
     sz = sizes()
@@ -243,7 +244,7 @@ def run() -> Result:
         name="retrieval",
         title="Retrieval: exact in-memory and HNSW (pgvector) vs Feast retrieve_online_documents_v2",
         command="python -m bench retrieval",
-        markdown=markdown(cases, rate, sz),
+        markdown=markdown(cases, rate, sz) + "\n\n" + started_under,
         goals=goals(cases),
         data={"cases": cases, "feast_api_rows_per_s": rate, "k": K, "queries": sz.queries},
     )

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.common import RESULTS_DIR, ROOT, Result, percentiles_ms, table
-from bench.env import quick
+from bench.env import load_note, quick
 from bench.fixtures import SEED, generate_data, training_hyperparameters
 
 USERS = 1000
@@ -111,6 +111,7 @@ def exponent(x: list[float], y: list[float]) -> float:
 
 
 def run() -> Result:
+    started_under = load_note()
     results: dict[str, list[dict]] = {}
     for sweep, points in sweeps().items():
         results[sweep] = []
@@ -129,7 +130,7 @@ def run() -> Result:
         name="scaling",
         title="Scaling: time and memory vs interactions and items",
         command="python -m bench scaling",
-        markdown=markdown(results, fits),
+        markdown=markdown(results, fits) + "\n\n" + started_under,
         data={"points": results, "exponents": fits},
     )
 

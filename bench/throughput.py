@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from bench.common import Goal, Result, table
-from bench.env import quick, workspace
+from bench.env import load_note, quick, workspace
 from bench.fixtures import SEED, TEXT_COLUMNS, generate_data, random_vectors, training_hyperparameters
 from recsys import schema
 
@@ -135,6 +135,7 @@ def dag_speed(root: Path, dag_sizes: dict) -> dict:
 
 
 def run() -> Result:
+    started_under = load_note()
     sz = sizes()
     data: dict = {"sizes": sz}
     with workspace("throughput") as root:
@@ -155,7 +156,7 @@ def run() -> Result:
         name="throughput",
         title="Throughput: generation, training, publishing, text embedding, the local DAG",
         command="python -m bench throughput",
-        markdown=markdown(data),
+        markdown=markdown(data) + "\n\n" + started_under,
         goals=goals(data),
         data=data,
     )
