@@ -47,12 +47,22 @@ async def _bad_request_body(_: Request, exc: RequestValidationError) -> ORJSONRe
     return ORJSONResponse(status_code=400, content={"error": f"{where}: {first.get('msg', 'invalid request')}"})
 
 
+def _configure_logging(access_log: bool) -> None:
+    """Our loggers write through kserve's handlers; per-request lines only when asked for."""
+    handlers = logging.getLogger("kserve").handlers
+    for name in ("recsys", "serving"):
+        logger = logging.getLogger(name)
+        logger.setLevel(logging.INFO)
+        logger.handlers = list(handlers)
+        logger.propagate = not handlers
+    if not access_log:
+        for name in ("uvicorn.access", "kserve.trace"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def serve(model_dir: Path | None, http_port: int, args: argparse.Namespace | None = None) -> None:
     """Load the predictor and run the ModelServer until it is stopped."""
     args = args or parser.parse_args([])
-    model = RecommenderModel(args.model_name, model_dir=model_dir)
-    model.load()
-    model_server.app.add_exception_handler(RequestValidationError, _bad_request_body)
     server = kserve.ModelServer(
         http_port=http_port,
         grpc_port=args.grpc_port,
@@ -60,9 +70,10 @@ def serve(model_dir: Path | None, http_port: int, args: argparse.Namespace | Non
         workers=1,
         enable_latency_logging=args.enable_latency_logging,
     )
-    if not args.access_log:  # after ModelServer: its constructor (re)configures logging
-        for name in ("uvicorn.access", "kserve.trace"):
-            logging.getLogger(name).setLevel(logging.WARNING)
+    _configure_logging(args.access_log)  # after ModelServer: its constructor (re)configures logging
+    model = RecommenderModel(args.model_name, model_dir=model_dir)
+    model.load()
+    model_server.app.add_exception_handler(RequestValidationError, _bad_request_body)
     server.start([model])
 
 

@@ -133,6 +133,7 @@ class RecommenderModel(Model):
             self.recommender.close()
             self.recommender = None
             self.searcher = None
+            log.info("predictor stopped: database pool closed")
         self.ready = False
 
     def validate(self, payload: Any) -> Any:

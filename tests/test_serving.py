@@ -215,10 +215,14 @@ def test_cli_recommend_in_process_matches_the_predictor(server: str, setup: dict
     assert item_ids(local) == item_ids(remote.json()["predictions"][0])
 
 
-def test_recsys_serve_command(setup: dict) -> None:
-    with predictor(setup["models"], setup["root"] / "recsys-serve.log", via_cli=True) as url:
+def test_recsys_serve_command_and_clean_stop(setup: dict) -> None:
+    log = setup["root"] / "recsys-serve.log"
+    with predictor(setup["models"], log, via_cli=True) as url:
         response = predict(url, {"instances": [{"user_id": setup["users"][0], "k": 2}]})
     assert response.status_code == 200 and len(response.json()["predictions"][0]["items"]) == 2
+    text = log.read_text()
+    assert f"serving model_version {setup['version']}" in text
+    assert "database pool closed" in text  # SIGTERM -> ModelServer.stop -> RecommenderModel.stop
 
 
 def test_version_switch_under_traffic_never_mixes(server: str, setup: dict) -> None:
