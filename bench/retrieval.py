@@ -48,7 +48,7 @@ class Sizes:
 def sizes() -> Sizes:
     if quick():
         return Sizes(items=(400, 1500), queries=20, feast_queries=5, feast_api_sample=100)
-    return Sizes(items=(10_000, 100_000), queries=200, feast_queries=20, feast_api_sample=2000)
+    return Sizes(items=(10_000, 100_000), queries=100, feast_queries=20, feast_api_sample=2000)
 
 
 def top_ids(scores: np.ndarray, k: int) -> np.ndarray:

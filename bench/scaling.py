@@ -113,11 +113,15 @@ def exponent(x: list[float], y: list[float]) -> float:
 def run() -> Result:
     started_under = load_note()
     results: dict[str, list[dict]] = {}
+    measured: dict[tuple, dict] = {}  # a point both sweeps share runs once
     for sweep, points in sweeps().items():
         results[sweep] = []
         for point in points:
-            print(f"   scaling: {point}", flush=True)
-            results[sweep].append(run_point(point))
+            key = tuple(sorted(point.items()))
+            if key not in measured:
+                print(f"   scaling: {point}", flush=True)
+                measured[key] = run_point(point)
+            results[sweep].append(measured[key])
     fits = {
         sweep: {
             key: exponent([p[f"n_{sweep}"] for p in points], [p[key] for p in points])
