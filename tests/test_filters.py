@@ -193,3 +193,19 @@ def test_bad_instances_name_the_field(payload, field):
     with pytest.raises(RequestError) as err:
         parse_instances(payload)
     assert str(err.value).startswith(field + ":") or str(err.value).startswith(field + " "), str(err.value)
+
+
+def test_filter_config_from_a_json_file(tmp_path) -> None:
+    from pydantic import ValidationError
+
+    from recsys.recommender import load_filter_config
+
+    assert load_filter_config(None) == FilterConfig()
+    path = tmp_path / "filters.json"
+    path.write_text('{"history": {"exclude": ["purchased", "carted"]}, "contextual": {"enabled": false}}')
+    config = load_filter_config(path)
+    assert config.history.exclude == ("purchased", "carted") and not config.contextual.enabled
+    assert config.demographic == DemographicConfig()  # untouched rules keep their defaults
+    path.write_text('{"histroy": {}}')
+    with pytest.raises(ValidationError):
+        load_filter_config(path)
