@@ -25,7 +25,8 @@ AGE_BOUNDARIES = (18, 25, 35, 45, 55, 65)  # bucket 0 = unknown, 1..7 = the rang
 CATEGORY_LEVELS = 3  # department, group, leaf
 MAX_HISTORY = 20  # recent positive items pooled by the user tower
 PRICE_COLUMNS = (schema.DISCOUNTED_PRICE, schema.ACTUAL_PRICE)  # the first present one sets relative price
-DERIVED_NUMERICS = 2  # relative price within category, log training popularity
+DERIVED_NUMERICS = 3  # relative price within category, log training popularity, and that within category
+CONTENT_DIM = 64  # principal components of item text vectors that users' history pools
 # numeric item columns, each with whether it is log1p-compressed before standardising (prices and counts are
 # heavy-tailed)
 NUMERIC_COLUMNS: dict[str, bool] = {
@@ -65,6 +66,11 @@ def _pad(rows: list[list[int]], width: int) -> torch.Tensor:
     return torch.from_numpy(out)
 
 
+def deepest_categories(categories: pd.Series) -> list[str]:
+    """Each item's most specific category token ("" when it has none)."""
+    return [(category_path_tokens(c) or [""])[-1] for c in categories]
+
+
 def age_buckets(ages: pd.Series) -> np.ndarray:
     values = pd.to_numeric(ages, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
     buckets = np.searchsorted(np.asarray(AGE_BOUNDARIES), values, side="right") + 1
@@ -94,6 +100,8 @@ class FeatureSpace:
     category_price: dict[str, list[float]] = field(default_factory=dict)  # deepest category -> [mean, std]
     item_popularity: list[float] = field(default_factory=list)  # per known item, standardised log1p(count)
     unseen_popularity: float = 0.0
+    category_popularity: dict[str, float] = field(default_factory=dict)  # deepest category -> mean popularity
+    category_numerics: dict[str, list[float]] = field(default_factory=dict)  # deepest category -> numeric means
     item_category: list[int] = field(default_factory=list)  # per known item, its deepest category token
     item_relative_price: list[float] = field(default_factory=list)  # per known item
 
@@ -103,6 +111,10 @@ class FeatureSpace:
         self.gender_index = _vocabulary(self.genders)
         self.preference_index = _vocabulary(self.preferences)
         self.category_index = _vocabulary(self.category_tokens)
+        # a preference names a category at any level ("Headphones", "Electronics"): its token, shallowest first
+        self.category_by_name: dict[str, int] = {}
+        for token in sorted(self.category_tokens, key=lambda t: (t.count(schema.CATEGORY_SEPARATOR), t)):
+            self.category_by_name.setdefault(token.split(schema.CATEGORY_SEPARATOR)[-1], self.category_index[token])
         # index 0 (OOV item) carries no category, the average price and an unseen item's popularity
         self._item_category = np.array([OOV, *self.item_category], dtype=np.int64)
         self._item_relative_price = np.array([0.0, *self.item_relative_price], dtype=np.float32)
@@ -124,6 +136,7 @@ class FeatureSpace:
             "n_preferences": len(self.preferences),
             "n_items": len(self.item_ids),
             "n_category_tokens": len(self.category_tokens),
+            "content_dim": CONTENT_DIM if self.use_text else 0,
         }
 
     def item_tower_sizes(self) -> dict[str, int]:
@@ -131,7 +144,7 @@ class FeatureSpace:
             "n_items": len(self.item_ids),
             "n_category_tokens": len(self.category_tokens),
             "category_levels": CATEGORY_LEVELS,
-            "n_numerics": len(self.numeric_columns) + DERIVED_NUMERICS,
+            "n_numerics": 2 * len(self.numeric_columns) + DERIVED_NUMERICS,
             "text_dim": schema.TEXT_EMBEDDING_DIM if self.use_text else 0,
         }
 
@@ -168,9 +181,10 @@ class FeatureSpace:
         genders = [
             self.gender_index.get(str(g), OOV) if isinstance(g, str) else OOV for g in _column(users, schema.GENDER)
         ]
-        preferences = [
-            [self.preference_index[t] for t in _tokens(p, schema.PREFERENCE_SEPARATOR) if t in self.preference_index]
-            for p in _column(users, schema.PREFERENCES)
+        tokens = [_tokens(p, schema.PREFERENCE_SEPARATOR) for p in _column(users, schema.PREFERENCES)]
+        preferences = [[self.preference_index[t] for t in row if t in self.preference_index] for row in tokens]
+        preference_categories = [
+            [self.category_by_name[t] for t in row if t in self.category_by_name] for row in tokens
         ]
         histories = [[] for _ in range(len(users))] if history is None else history
         history_rows = [[i for i in self.item_indices(list(items)).tolist() if i != OOV] for items in histories]
@@ -179,6 +193,7 @@ class FeatureSpace:
             "gender": torch.tensor(genders, dtype=torch.int64),
             "age": torch.from_numpy(age_buckets(_column(users, schema.AGE))),
             "preferences": _pad(preferences, self.max_preferences),
+            "preference_categories": _pad(preference_categories, max(map(len, preference_categories), default=1)),
             **self.history_features(_pad(history_rows, MAX_HISTORY)),
         }
 
@@ -188,11 +203,26 @@ class FeatureSpace:
             return np.full(len(items), np.nan)
         log_price = _numeric(_column(items, self.price_column), log=True)
         stats = [
-            self.category_price.get((category_path_tokens(c) or [""])[-1], self.category_price[""])
-            for c in _column(items, schema.CATEGORY)
+            self.category_price.get(c, self.category_price[""])
+            for c in deepest_categories(_column(items, schema.CATEGORY))
         ]
         mean, std = np.array(stats, dtype=np.float64).reshape(len(items), 2).T
         return (log_price - mean) / std
+
+    def standardised_numerics(self, items: pd.DataFrame) -> np.ndarray:
+        """[n, len(numeric_columns)] standardised values, missing ones at the mean (0)."""
+        out = np.zeros((len(items), len(self.numeric_columns)), dtype=np.float32)
+        for j, name in enumerate(self.numeric_columns):
+            raw = _numeric(_column(items, name), NUMERIC_COLUMNS[name])
+            out[:, j] = np.nan_to_num((raw - self.numeric_mean[j]) / self.numeric_std[j], nan=0.0)
+        return out
+
+    def relative_numerics(self, items: pd.DataFrame, deepest: list[str]) -> np.ndarray:
+        """Standardised numerics minus their category's mean (0 for unknown categories): cheap or popular *for
+        its category* is what separates items a category fan chooses between."""
+        zero = [0.0] * len(self.numeric_columns)
+        means = np.array([self.category_numerics.get(c, zero) for c in deepest], dtype=np.float32)
+        return self.standardised_numerics(items) - means.reshape(len(items), len(self.numeric_columns))
 
     def encode_items(self, items: pd.DataFrame, text_cache: Path | None = None) -> dict[str, torch.Tensor]:
         """Tensors for ItemTower(**...); missing features become OOV tokens, mean numerics, zero text."""
@@ -204,12 +234,13 @@ class FeatureSpace:
         category = np.zeros((len(items), CATEGORY_LEVELS), dtype=np.int64)
         for i, row in enumerate(categories):
             category[i, : len(row)] = row
-        numerics = np.zeros((len(items), len(self.numeric_columns) + DERIVED_NUMERICS), dtype=np.float32)
-        for j, name in enumerate(self.numeric_columns):
-            raw = _numeric(_column(items, name), NUMERIC_COLUMNS[name])
-            numerics[:, j] = np.nan_to_num((raw - self.numeric_mean[j]) / self.numeric_std[j], nan=0.0)
-        numerics[:, -2] = np.nan_to_num(self.relative_prices(items), nan=0.0)
-        numerics[:, -1] = self._item_popularity[item]
+        deepest = deepest_categories(_column(items, schema.CATEGORY))
+        numerics = np.concatenate([self.standardised_numerics(items), self.relative_numerics(items, deepest)], axis=1)
+        popularity = self._item_popularity[item]
+        # popularity within the category: who wins among the items a user who likes that category picks from
+        category_popularity = np.array([self.category_popularity.get(c, self.unseen_popularity) for c in deepest])
+        derived = [np.nan_to_num(self.relative_prices(items), nan=0.0), popularity, popularity - category_popularity]
+        numerics = np.concatenate([numerics, np.stack(derived, axis=1)], axis=1).astype(np.float32)
         text = np.zeros((len(items), schema.TEXT_EMBEDDING_DIM if self.use_text else 0), dtype=np.float32)
         if self.use_text and len(items):
             texts = item_texts(items)
@@ -239,7 +270,7 @@ def recent_positive_items(interactions: pd.DataFrame) -> dict[str, list[str]]:
 
 def _category_price_stats(items: pd.DataFrame, price_column: str) -> dict[str, list[float]]:
     log_price = pd.Series(_numeric(items[price_column], log=True), index=items.index)
-    deepest = _column(items, schema.CATEGORY).map(lambda c: (category_path_tokens(c) or [""])[-1])
+    deepest = pd.Series(deepest_categories(_column(items, schema.CATEGORY)), index=items.index)
     frame = pd.DataFrame({"category": deepest, "log_price": log_price}).dropna()
     overall = [float(frame["log_price"].mean()), float(frame["log_price"].std(ddof=0)) or 1.0]
     stats = {"": overall}
@@ -263,6 +294,7 @@ def fit_feature_space(users: pd.DataFrame, items: pd.DataFrame, positives: pd.Da
         means.append(float(np.nanmean(raw)))
         stds.append(float(np.nanstd(raw)) or 1.0)
     price_column = next((c for c in PRICE_COLUMNS if c in numeric_columns), None)
+    deepest = np.array(deepest_categories(_column(items, schema.CATEGORY)), dtype=object)
     item_ids = sorted(positives[schema.ITEM_ID].astype(str).unique())
     counts = positives[schema.ITEM_ID].astype(str).value_counts()
     log_counts = np.log1p(counts.reindex(items[schema.ITEM_ID].astype(str), fill_value=0).to_numpy(np.float64))
@@ -284,14 +316,28 @@ def fit_feature_space(users: pd.DataFrame, items: pd.DataFrame, positives: pd.Da
         .round(6)
         .tolist(),
         unseen_popularity=round(-popularity_mean / popularity_std, 6),
+        category_popularity=(
+            pd.Series((log_counts - popularity_mean) / popularity_std).groupby(deepest).mean().round(6).to_dict()
+        ),
     )
+    standardised = pd.DataFrame(space.standardised_numerics(items)).groupby(deepest).mean().round(6)
+    space.category_numerics = {str(c): row.tolist() for c, row in standardised.iterrows()}
     # per known item: deepest category token and relative price, for users' history features
     known = items.assign(**{schema.ITEM_ID: items[schema.ITEM_ID].astype(str)}).drop_duplicates(schema.ITEM_ID)
     known = known.set_index(schema.ITEM_ID).reindex(item_ids).reset_index()
-    deepest = [
-        space.category_index.get((category_path_tokens(c) or [""])[-1], OOV) for c in _column(known, schema.CATEGORY)
-    ]
+    item_category = [space.category_index.get(c, OOV) for c in deepest_categories(_column(known, schema.CATEGORY))]
     relative = np.nan_to_num(space.relative_prices(known), nan=0.0).round(6)
     return FeatureSpace.from_dict(
-        {**space.to_dict(), "item_category": deepest, "item_relative_price": relative.tolist()}
+        {**space.to_dict(), "item_category": item_category, "item_relative_price": relative.tolist()}
     )
+
+
+def fit_text_content(text_vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(mean [D], projection [D, CONTENT_DIM]): leading principal components of the text vectors, scaled so
+    the projected content has unit variance overall; content = (text - mean) @ projection."""
+    mean = text_vectors.mean(axis=0)
+    _, _, basis = np.linalg.svd(text_vectors - mean, full_matrices=False)
+    projection = np.zeros((text_vectors.shape[1], CONTENT_DIM), dtype=np.float32)
+    projection[:, : min(CONTENT_DIM, len(basis))] = basis[:CONTENT_DIM].T
+    scale = float(((text_vectors - mean) @ projection).std()) or 1.0
+    return mean.astype(np.float32), (projection / scale).astype(np.float32)

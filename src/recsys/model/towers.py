@@ -17,9 +17,27 @@ def _mlp(in_dim: int, hidden: int, out_dim: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(in_dim, hidden), nn.GELU(), nn.Linear(hidden, out_dim))
 
 
+def _category_match_table(n_tokens: int, dim: int, bag: bool) -> nn.Embedding | nn.EmbeddingBag:
+    """Category embeddings in the output space, about unit length (like the MLP's output) at the start."""
+    table = (
+        nn.EmbeddingBag(n_tokens + 1, dim, mode="mean", padding_idx=0)
+        if bag
+        else nn.Embedding(n_tokens + 1, dim, padding_idx=0)
+    )
+    nn.init.normal_(table.weight, std=dim**-0.5)
+    with torch.no_grad():
+        table.weight[0].zero_()
+    return table
+
+
 class UserTower(nn.Module):
-    """User id, gender, age bucket, preferred categories (bag), recent items (mean-pooled ids and categories,
-    mean relative price) -> unit vector."""
+    """User id, gender, age bucket, preferred categories (bag), recent items (mean-pooled ids, categories and
+    text content, mean relative price) -> unit vector.
+
+    `item_content` is a fixed per-item table (each known item's text vector, compressed to its leading
+    principal components; set once by training and saved with the weights), so a user's history reads as
+    "what they looked at", not only ids.
+    """
 
     def __init__(
         self,
@@ -29,6 +47,7 @@ class UserTower(nn.Module):
         n_preferences: int,
         n_items: int,
         n_category_tokens: int,
+        content_dim: int = 0,
         id_dim: int = 64,
         side_dim: int = 16,
         hidden: int = 256,
@@ -42,7 +61,10 @@ class UserTower(nn.Module):
         self.history = nn.EmbeddingBag(n_items + 1, id_dim, mode="mean", padding_idx=0)
         self.history_categories = nn.EmbeddingBag(n_category_tokens + 1, id_dim, mode="mean", padding_idx=0)
         self.history_price = nn.Linear(2, side_dim)  # mean relative price of recent items, log1p(their count)
-        self.mlp = _mlp(4 * id_dim + 3 * side_dim, hidden, out_dim)
+        self.register_buffer("item_content", torch.zeros(n_items + 1, content_dim))
+        self.history_content = nn.Linear(content_dim, id_dim) if content_dim else None
+        self.mlp = _mlp((4 + int(content_dim > 0)) * id_dim + 3 * side_dim, hidden, out_dim)
+        self.category_match = _category_match_table(n_category_tokens, out_dim, bag=True)
 
     def forward(
         self,
@@ -53,6 +75,7 @@ class UserTower(nn.Module):
         history: torch.Tensor,
         history_categories: torch.Tensor,
         history_price: torch.Tensor,
+        preference_categories: torch.Tensor,
     ) -> torch.Tensor:
         parts = [
             self.user(user),
@@ -63,7 +86,14 @@ class UserTower(nn.Module):
             self.history_categories(history_categories),
             self.history_price(history_price),
         ]
-        return F.normalize(self.mlp(torch.cat(parts, dim=1)), dim=1)
+        if self.history_content is not None:
+            present = (history > 0).unsqueeze(-1).float()
+            pooled = (self.item_content[history] * present).sum(1) / present.sum(1).clamp(min=1.0)
+            parts.append(self.history_content(pooled))
+        # stated and recent categories added straight onto the output: they meet the item's own categories in
+        # the dot product from the first step (the table is shared with the item tower while training)
+        matched = self.category_match(preference_categories) + self.category_match(history_categories)
+        return F.normalize(self.mlp(torch.cat(parts, dim=1)) + matched, dim=1)
 
 
 class ItemTower(nn.Module):
@@ -87,6 +117,7 @@ class ItemTower(nn.Module):
         self.text = nn.Linear(text_dim, id_dim) if text_dim else None
         in_dim = id_dim * (1 + category_levels + int(n_numerics > 0) + int(text_dim > 0))
         self.mlp = _mlp(in_dim, hidden, out_dim)
+        self.category_match = _category_match_table(n_category_tokens, out_dim, bag=False)
 
     def forward(
         self, item: torch.Tensor, category: torch.Tensor, numerics: torch.Tensor, text: torch.Tensor
@@ -96,7 +127,8 @@ class ItemTower(nn.Module):
             parts.append(self.numerics(numerics))
         if self.text is not None:
             parts.append(self.text(text))
-        return F.normalize(self.mlp(torch.cat(parts, dim=1)), dim=1)
+        matched = self.category_match(category).sum(1)
+        return F.normalize(self.mlp(torch.cat(parts, dim=1)) + matched, dim=1)
 
 
 class TwoTower(nn.Module):
@@ -106,6 +138,8 @@ class TwoTower(nn.Module):
         super().__init__()
         self.user_tower = user_tower
         self.item_tower = item_tower
+        # one category table for both sides while training; each tower still saves (and loads) its own copy
+        self.user_tower.category_match.weight = self.item_tower.category_match.weight
 
     def forward(
         self, users: dict[str, torch.Tensor], items: dict[str, torch.Tensor]

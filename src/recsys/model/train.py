@@ -25,7 +25,14 @@ from torch.nn.parallel import DistributedDataParallel
 from recsys import schema
 from recsys.model import evaluate
 from recsys.model.artifacts import TrainedModel, save_model
-from recsys.model.features import MAX_HISTORY, OOV, FeatureSpace, fit_feature_space, recent_positive_items
+from recsys.model.features import (
+    MAX_HISTORY,
+    OOV,
+    FeatureSpace,
+    fit_feature_space,
+    fit_text_content,
+    recent_positive_items,
+)
 from recsys.model.towers import ItemTower, TwoTower, UserTower
 
 EARLY_STOPPING_METRIC = "recall@10"
@@ -136,17 +143,19 @@ def sampled_softmax_loss(
     weights: torch.Tensor,
     temperature: float,
 ) -> torch.Tensor:
-    """In-batch softmax: each user's positive against the batch's other items.
+    """Sampled softmax: user b's positive is column b; every other column (the batch's other positives, then
+    any extra sampled items) is a negative.
 
-    log_q (log sampling probability of each column's item) is subtracted so popular items, which show up as
-    negatives more often, are not over-penalised; repeats of the positive item elsewhere in the batch are masked
-    so they do not count as negatives.
+    log_q (log of how often each column's item is expected among the negatives) is subtracted so popular items,
+    which show up as negatives more often, are not over-penalised; copies of a row's positive item in other
+    columns are masked so they do not count as negatives.
     """
+    n_rows = len(user_vectors)
     logits = user_vectors @ item_vectors.T / temperature - log_q[None, :]
-    same_item = item_rows[:, None] == item_rows[None, :]
-    same_item.fill_diagonal_(False)
+    same_item = item_rows[:n_rows, None] == item_rows[None, :]
+    same_item[:, :n_rows].fill_diagonal_(False)
     logits = logits.masked_fill(same_item, float("-inf"))
-    labels = torch.arange(len(user_vectors), device=logits.device)
+    labels = torch.arange(n_rows, device=logits.device)
     losses = F.cross_entropy(logits, labels, reduction="none")
     return (losses * weights).sum() / weights.sum()
 
@@ -176,7 +185,7 @@ class _Examples:
         history = features.history_features(torch.from_numpy(causal_history(user_rows, item_ids)))
         self.history = _to(history, device)
         counts = np.bincount(item_rows, minlength=len(data.items)).astype(np.float64)
-        # sampling probability of each item as an in-batch negative; unseen items never appear as columns
+        # log of how often each item is a column of a batch (the positives' item distribution): the log-Q term
         self.log_q = torch.from_numpy(np.log(np.maximum(counts, 1.0) / len(positives)).astype(np.float32)).to(device)
 
     def __len__(self) -> int:
@@ -185,6 +194,7 @@ class _Examples:
     def batch(
         self, rows: torch.Tensor, id_dropout: float, generator: torch.Generator
     ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """User and item tower inputs for these example rows (ids randomly dropped to the OOV slot)."""
         users = _gather(self.user_features, self.user_rows[rows])
         users["user"] = _drop_ids(users["user"], id_dropout, generator)
         users.update(_gather(self.history, rows))
@@ -210,11 +220,11 @@ def _run_epoch(
     generator = torch.Generator().manual_seed(epoch_seed)
     order = torch.randperm(len(examples), generator=generator).to(runtime.device)
     n_batches = max(1, len(examples) // hp.batch_size)  # a short tail batch would give few negatives: dropped
-    dropout_generator = torch.Generator(device=runtime.device).manual_seed(epoch_seed + runtime.rank)
+    sampling = torch.Generator(device=runtime.device).manual_seed(epoch_seed + runtime.rank)
     total = 0.0
     for b in range(n_batches):
         rows = order[b * hp.batch_size : (b + 1) * hp.batch_size][runtime.rank :: runtime.world_size]
-        users, items = examples.batch(rows, hp.id_dropout, dropout_generator)
+        users, items = examples.batch(rows, hp.id_dropout, sampling)
         user_vectors, item_vectors = model(users, items)
         item_rows = examples.item_rows[rows]
         log_q = hp.logq_weight * examples.log_q[item_rows]
@@ -259,6 +269,7 @@ class Hyperparameters:
     id_dropout: float
     patience: int
     seed: int
+    id_weight_decay: float
 
 
 @dataclass
@@ -267,6 +278,29 @@ class FitResult:
     features: FeatureSpace
     best_epoch: int
     best_valid: float
+
+
+ID_TABLES = ("user_tower.user.weight", "user_tower.history.weight", "item_tower.item.weight")
+
+
+def _optimizer(model: TwoTower, hp: Hyperparameters) -> torch.optim.Optimizer:
+    """AdamW; the per-user / per-item id tables get their own, strong decay: with a handful of interactions per
+    id they would otherwise memorise the training items instead of what generalises."""
+    named = dict(model.named_parameters())
+    ids = [named[name] for name in ID_TABLES]
+    rest = [p for name, p in named.items() if name not in ID_TABLES]
+    groups = [{"params": rest, "weight_decay": hp.weight_decay}, {"params": ids, "weight_decay": hp.id_weight_decay}]
+    return torch.optim.AdamW(groups, lr=hp.lr)
+
+
+@torch.no_grad()
+def _set_item_content(model: TwoTower, catalogue_text: torch.Tensor, known_rows: np.ndarray) -> None:
+    """Fill the user tower's fixed per-item content table: known items' text vectors, PCA-compressed."""
+    texts = catalogue_text.cpu().numpy()
+    has_text = np.abs(texts).sum(axis=1) > 0
+    mean, projection = fit_text_content(texts[has_text] if has_text.any() else texts)
+    content = np.where(has_text[:, None], (texts - mean) @ projection, 0.0).astype(np.float32)
+    model.user_tower.item_content[1:] = torch.from_numpy(content[known_rows]).to(catalogue_text.device)
 
 
 def fit(
@@ -290,7 +324,9 @@ def fit(
         UserTower(**features.user_tower_sizes(), **TOWER_DIMS["user_tower"]),
         ItemTower(**features.item_tower_sizes(), **TOWER_DIMS["item_tower"]),
     ).to(runtime.device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
+    if features.use_text:
+        _set_item_content(model, examples.item_features["text"], item_index.get_indexer(features.item_ids))
+    optimizer = _optimizer(model, hp)
     wrapped = DistributedDataParallel(model) if runtime.world_size > 1 else model
 
     best_state, best_valid, best_epoch, stale = copy.deepcopy(model.state_dict()), -1.0, 0, 0
@@ -329,12 +365,13 @@ def train(
     split: str = "temporal",
     epochs: int = 20,
     seed: int = 42,
-    batch_size: int = 1024,
-    lr: float = 3e-3,
+    batch_size: int = 256,
+    lr: float = 1e-3,
     weight_decay: float = 1e-5,
-    temperature: float = 0.05,
+    id_weight_decay: float = 10.0,
+    temperature: float = 0.1,
     logq_weight: float = 1.0,
-    id_dropout: float = 0.1,
+    id_dropout: float = 0.5,
     patience: int = 3,
     device: str = "auto",
     text_cache: Path | None = None,
@@ -346,7 +383,8 @@ def train(
     part, stops early when validation Recall@10 has not improved for `patience` epochs, keeps its best epoch
     and is scored against the baselines on the test part (metrics.json). temperature scales the in-batch
     softmax; logq_weight scales the popularity correction (0 = none); id_dropout is the share of ids replaced
-    by the OOV slot during training (cold start). device: auto (CUDA when available), cpu or cuda. text_cache:
+    by the OOV slot during training (cold start); id_weight_decay is the AdamW decay of the user / item id
+    tables (weight_decay: of everything else). device: auto (CUDA when available), cpu or cuda. text_cache:
     where MiniLM vectors are cached (default Settings.cache_dir / "text"). `on_epoch` receives an EpochReport
     after every epoch (rank 0 only). Raises TrainingDataError on bad arguments or unusable data; nothing is
     written then.
@@ -358,7 +396,9 @@ def train(
         )
     if split not in evaluate.SPLIT_KINDS:
         raise TrainingDataError(f"split must be one of {', '.join(evaluate.SPLIT_KINDS)}, got {split!r}")
-    hp = Hyperparameters(epochs, batch_size, lr, weight_decay, temperature, logq_weight, id_dropout, patience, seed)
+    hp = Hyperparameters(
+        epochs, batch_size, lr, weight_decay, temperature, logq_weight, id_dropout, patience, seed, id_weight_decay
+    )
     runtime = _start_runtime(device)
     try:
         data = read_data(data_dir)
@@ -366,6 +406,8 @@ def train(
         result = fit(data, parts, hp, runtime, text_cache, on_epoch)
         if runtime.is_main:
             _evaluate_and_save(result, data, data_dir, out_dir, split, hp, runtime.world_size, text_cache)
+        if runtime.world_size > 1:
+            dist.barrier()  # no rank returns before the model dir exists
     finally:
         if runtime.world_size > 1 and dist.is_initialized():
             dist.destroy_process_group()

@@ -1,0 +1,129 @@
+"""Training end to end: the model dir on tiny data, minimal parquet files, bad input, the CLI, and the quality
+bar on the default synthetic data (two-tower Recall@10 >= 3x popularity's and above ItemKNN's)."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from recsys import schema
+from recsys.cli import app
+from recsys.data.generate import generate
+from recsys.model import artifacts
+from recsys.model.train import TrainingDataError, train
+
+DEFAULT_DATA = {"n_users": 1000, "n_items": 5000, "n_interactions": 20000, "seed": 42, "as_of": datetime(2026, 1, 1)}
+METRIC_NAMES = {f"{name}@{k}" for name in ("recall", "ndcg", "hit", "mrr") for k in (10, 20, 50)}
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return train(tiny_data, tmp_path_factory.mktemp("model") / "model", epochs=4)
+
+
+@pytest.mark.unit
+def test_train_writes_a_complete_model_dir(tiny_model: Path) -> None:
+    assert {p.name for p in tiny_model.iterdir()} == {*artifacts.MODEL_FILES, artifacts.METRICS_FILE}
+    metrics = json.loads((tiny_model / artifacts.METRICS_FILE).read_text())
+    assert metrics["split"] == "temporal"
+    assert set(metrics["model"]) == METRIC_NAMES
+    assert set(metrics["baselines"]) == {"popularity", "itemknn", "ease"}
+    config = json.loads((tiny_model / artifacts.CONFIG_FILE).read_text())
+    assert 1 <= config["training"]["best_epoch"] <= 4
+    # even four epochs on tiny data beat recommending the most popular items
+    assert metrics["model"]["recall@20"] > metrics["baselines"]["popularity"]["recall@20"]
+
+
+@pytest.mark.unit
+def test_trained_model_encodes_known_unknown_and_profile_only_users(tiny_model: Path, tiny_data: Path) -> None:
+    model = artifacts.load_model(tiny_model)
+    items = pd.read_parquet(tiny_data / schema.ITEMS_FILE)
+    item_vectors = model.encode_items(items)
+    assert item_vectors.shape == (len(items), schema.EMBEDDING_DIM)
+    assert np.allclose(np.linalg.norm(item_vectors, axis=1), 1.0, atol=1e-5)
+
+    leaf = items[schema.CATEGORY].str.split(schema.CATEGORY_SEPARATOR).str[-1]
+    liked = leaf.value_counts().index[0]
+    users = pd.DataFrame(
+        {
+            schema.USER_ID: [model.user_ids[0], "never-seen", None],
+            schema.PREFERENCES: [None, None, liked],
+            schema.AGE: [30, None, 30],
+        }
+    )
+    user_vectors = model.encode_users(users)
+    assert np.allclose(np.linalg.norm(user_vectors, axis=1), 1.0, atol=1e-5)
+    # cold start: a profile that names a category ranks that category's items above the rest
+    scores = item_vectors @ user_vectors[2]
+    assert scores[(leaf == liked).to_numpy()].mean() > scores[(leaf != liked).to_numpy()].mean()
+
+
+@pytest.mark.unit
+def test_train_needs_only_ids_and_timestamps(tiny_data: Path, tmp_path: Path) -> None:
+    data = tmp_path / "minimal"
+    data.mkdir()
+    for name in schema.DATA_FILES:
+        frame = pd.read_parquet(tiny_data / name)
+        frame[list(schema.REQUIRED_COLUMNS[name])].to_parquet(data / name)
+    model_dir = train(data, tmp_path / "model", epochs=2, split="random")
+    model = artifacts.load_model(model_dir)
+    assert not model.features.use_text and model.features.numeric_columns == []
+    metrics = json.loads((model_dir / artifacts.METRICS_FILE).read_text())
+    assert metrics["split"] == "random" and 0.0 <= metrics["model"]["recall@10"] <= 1.0
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [({"split": "sideways"}, "split must be"), ({"epochs": 0}, "epochs"), ({"device": "tpu"}, "device")],
+)
+def test_bad_arguments_are_refused_before_anything_is_written(
+    tiny_data: Path, tmp_path: Path, kwargs: dict, message: str
+) -> None:
+    with pytest.raises(TrainingDataError, match=message):
+        train(tiny_data, tmp_path / "model", **kwargs)
+    assert not (tmp_path / "model").exists()
+
+
+@pytest.mark.unit
+def test_missing_files_or_columns_are_clear_errors(tiny_data: Path, tmp_path: Path) -> None:
+    with pytest.raises(TrainingDataError, match="not found"):
+        train(tmp_path, tmp_path / "model")
+    for name in schema.DATA_FILES:
+        frame = pd.read_parquet(tiny_data / name)
+        (frame.drop(columns=[schema.TIMESTAMP]) if name == schema.INTERACTIONS_FILE else frame).to_parquet(
+            tmp_path / name
+        )
+    with pytest.raises(TrainingDataError, match=schema.TIMESTAMP):
+        train(tmp_path, tmp_path / "model")
+    assert not (tmp_path / "model").exists()
+
+
+@pytest.mark.unit
+def test_cli_train_prints_the_metrics_table_and_rejects_bad_input(tiny_data: Path, tmp_path: Path) -> None:
+    runner = CliRunner()
+    result = runner.invoke(app, ["train", "--data", str(tiny_data), "--out", str(tmp_path / "m"), "--epochs", "2"])
+    assert result.exit_code == 0, result.output
+    assert "recall@10" in result.output and "itemknn" in result.output
+    assert (tmp_path / "m" / artifacts.METRICS_FILE).is_file()
+    bad = runner.invoke(app, ["train", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "x")])
+    assert bad.exit_code == 2
+    assert "not found" in bad.output
+    assert runner.invoke(app, ["train", "--data", str(tiny_data), "--split", "weekly"]).exit_code == 2
+
+
+@pytest.mark.integration
+def test_two_tower_beats_popularity_threefold_and_itemknn_on_default_data(tmp_path: Path) -> None:
+    """Issue 3 point 8, on the default synthetic data (1000 users, 5000 items, 20000 interactions, seed 42)."""
+    generate(out=tmp_path / "data", **DEFAULT_DATA)
+    model_dir = train(tmp_path / "data", tmp_path / "model", split="temporal", seed=42)
+    metrics = json.loads((model_dir / artifacts.METRICS_FILE).read_text())
+    model, baselines = metrics["model"]["recall@10"], metrics["baselines"]
+    assert model >= 3 * baselines["popularity"]["recall@10"], metrics
+    assert model > baselines["itemknn"]["recall@10"], metrics
