@@ -149,6 +149,10 @@ class CompiledFilters:
             next((g for s, g in demographic.gender_by_category.items() if s in seg), None) for seg in segments
         ]
         self._rule_masks = [self._category_mask(rule.categories) for rule in config.contextual.rules]
+        self._targeted_segments = frozenset(demographic.gender_by_category)
+        # per-category arrays keyed by what they depend on; bounded because the keys come from requests
+        self._gender_hidden: dict[tuple[str, frozenset[str]], np.ndarray] = {}
+        self._context: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
 
     def _category_mask(self, names: tuple[str, ...]) -> np.ndarray:
         wanted = set(names)
@@ -159,17 +163,30 @@ class CompiledFilters:
         keep = min_age == 0 if user.age is None else min_age <= user.age
         if user.gender is None:
             return keep
-        # per category: hidden when targeted at another gender and not preferred
-        hidden = np.array(
-            [
-                target is not None and target.lower() != user.gender.lower() and not (seg & user.preferences)
-                for target, seg in zip(self._target_gender, self._segments, strict=True)
-            ],
-            dtype=bool,
-        )
+        gender = user.gender.lower()
+        key = (gender, user.preferences & self._targeted_segments)
+        hidden = self._gender_hidden.get(key)
+        if hidden is None:
+            # per category: hidden when targeted at another gender and not preferred
+            hidden = np.array(
+                [
+                    target is not None and target.lower() != gender and not (seg & user.preferences)
+                    for target, seg in zip(self._target_gender, self._segments, strict=True)
+                ],
+                dtype=bool,
+            )
+            _remember(self._gender_hidden, key, hidden)
         return keep & ~hidden[codes]
 
     def _context_effects(self, moment: datetime, device: str | None, season: str | None):
+        key = (moment.weekday() >= 5, moment.hour, (device or "").lower(), (season or "").lower())
+        effects = self._context.get(key)
+        if effects is None:
+            effects = self._compute_context_effects(moment, device, season)
+            _remember(self._context, key, effects)
+        return effects
+
+    def _compute_context_effects(self, moment: datetime, device: str | None, season: str | None):
         n = len(self.catalogue.categories)
         boost = np.zeros(n, dtype=np.float32)
         excluded = np.zeros(n, dtype=bool)
@@ -217,3 +234,12 @@ class CompiledFilters:
         survivors = np.flatnonzero(keep)
         order = survivors[np.argsort(-boosted[survivors], kind="stable")]
         return FilterResult(rows=rows[order], scores=boosted[order], removed=removed)
+
+
+CACHE_ENTRIES = 1024
+
+
+def _remember(cache: dict, key, value) -> None:
+    if len(cache) >= CACHE_ENTRIES:  # request-driven keys: start over rather than grow without bound
+        cache.clear()
+    cache[key] = value
