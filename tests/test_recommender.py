@@ -191,6 +191,12 @@ def test_history_table_is_idempotent_and_keeps_newer_rows(pg_dsn: str, published
                                                                  schema.ITEM_ID: "old-item"})  # fmt: skip
         history.write_user_history(conn, stale, table)
         assert history.read_user_history(conn, [user_id], table)[user_id] == first[user_id]
+        # a replacing write (what publish does) makes the table exactly the snapshot, older or not
+        history.write_user_history(conn, stale, table, replace=True)
+        assert history.read_user_history(conn, frame[schema.USER_ID].unique(), table) == {
+            user_id: history.UserHistory(*[("old-item",) if first[user_id].items([kind]) else ()
+                                           for kind in ("purchased", "carted", "viewed")])
+        }  # fmt: skip
         conn.execute(f"DROP TABLE {table}")
 
 

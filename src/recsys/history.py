@@ -63,11 +63,17 @@ def _history_rows(interactions: pd.DataFrame) -> pd.DataFrame:
 
 
 def write_user_history(
-    conn: psycopg.Connection, interactions: pd.DataFrame, table: str = schema.USER_HISTORY_TABLE
+    conn: psycopg.Connection,
+    interactions: pd.DataFrame,
+    table: str = schema.USER_HISTORY_TABLE,
+    replace: bool = False,
 ) -> int:
     """Upsert every user's history from an interactions frame (user_id, item_id, interaction_type, timestamp).
 
-    Idempotent; a row is replaced only by a snapshot at least as new. Returns the number of users written.
+    Idempotent. By default a row is replaced only by a snapshot at least as new (incremental feeds).
+    `replace=True` makes the table exactly this snapshot (users absent from it are dropped): publish uses it,
+    because the history filter must match the data set the live model was published from.
+    Returns the number of users written.
     """
     rows = _history_rows(interactions)
     columns = [schema.USER_ID, *HISTORY_COLUMNS, schema.HISTORY_UPDATED_AT]
@@ -85,16 +91,28 @@ def write_user_history(
         conn.execute(
             sql.SQL(
                 "INSERT INTO {table} ({names}) SELECT {names} FROM {staging} "
-                "ON CONFLICT ({uid}) DO UPDATE SET {updates} WHERE {table}.{ts} <= EXCLUDED.{ts}"
+                "ON CONFLICT ({uid}) DO UPDATE SET {updates} {guard}"
             ).format(
+                guard=sql.SQL("")
+                if replace
+                else sql.SQL("WHERE {}.{} <= EXCLUDED.{}").format(
+                    sql.Identifier(table),
+                    sql.Identifier(schema.HISTORY_UPDATED_AT),
+                    sql.Identifier(schema.HISTORY_UPDATED_AT),
+                ),
                 table=sql.Identifier(table),
                 names=names,
                 staging=staging,
                 uid=sql.Identifier(schema.USER_ID),
                 updates=updates,
-                ts=sql.Identifier(schema.HISTORY_UPDATED_AT),
             )
         )
+        if replace:
+            conn.execute(
+                sql.SQL("DELETE FROM {t} WHERE NOT EXISTS (SELECT 1 FROM {s} WHERE {s}.{u} = {t}.{u})").format(
+                    t=sql.Identifier(table), s=staging, u=sql.Identifier(schema.USER_ID)
+                )
+            )
         # dropped now, not at commit: a caller's enclosing transaction may write history again
         conn.execute(sql.SQL("DROP TABLE {}").format(staging))
     return len(rows)

@@ -140,7 +140,7 @@ def publish(model_dir: Path, data_dir: Path | None = None, repo: Path | None = N
         text_result = index.upsert_vectors(conn, item_ids, text_vectors, version, schema.TEXT_VECTOR_TABLE)
         with conn.transaction():
             item_result = index.upsert_vectors(conn, item_ids, item_vectors, version, schema.ITEM_VECTOR_TABLE)
-            history_users = history.write_user_history(conn, _with_interaction_type(data.interactions))
+            history_users = history.write_user_history(conn, _with_interaction_type(data.interactions), replace=True)
             index.set_live_model_version(conn, version)  # last: serving switches only when all is written
         timings["pgvector_s"] = time.perf_counter() - mark
         live = index.live_model_version(conn)
