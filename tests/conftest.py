@@ -59,8 +59,11 @@ def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def feature_repo_copy(tmp_path: Path, tiny_data: Path) -> Path:
     """A private copy of feature_repo/ whose data/ holds the tiny data set."""
     repo = tmp_path / "feature_repo"
-    shutil.copytree(Path(__file__).resolve().parents[1] / "feature_repo", repo,
-                    ignore=shutil.ignore_patterns("*.parquet", "registry.db", "images"))
+    shutil.copytree(
+        Path(__file__).resolve().parents[1] / "feature_repo",
+        repo,
+        ignore=shutil.ignore_patterns("*.parquet", "registry.db", "images"),
+    )
     for f in tiny_data.glob("*.parquet"):
         shutil.copy(f, repo / "data" / f.name)
     return repo

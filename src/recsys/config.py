@@ -19,7 +19,9 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="RECSYS_", extra="forbid")
 
-    pg_dsn: str | None = Field(default=None, description="PostgreSQL (with pgvector) to use instead of the embedded one")
+    pg_dsn: str | None = Field(
+        default=None, description="PostgreSQL (with pgvector) to use instead of the embedded one"
+    )
     home: Path = Field(default=PROJECT_ROOT / ".recsys", description="state: embedded Postgres data dir, caches")
     data_dir: Path = Field(default=PROJECT_ROOT / "feature_repo" / "data", description="parquet files")
     feature_repo: Path = Field(default=PROJECT_ROOT / "feature_repo", description="Feast repo folder")

@@ -64,7 +64,9 @@ def dsn(start: bool = True) -> str:
         info = _embedded_server(settings.pg_data_dir, start=start)
     except (subprocess.SubprocessError, OSError, AssertionError) as exc:
         log = settings.pg_data_dir / "log"
-        raise DatabaseError(f"could not start the embedded Postgres in {settings.pg_data_dir} (see {log}): {exc}") from exc
+        raise DatabaseError(
+            f"could not start the embedded Postgres in {settings.pg_data_dir} (see {log}): {exc}"
+        ) from exc
     if info is None:
         raise DatabaseError("the embedded Postgres is not running (start it with `recsys db start`)")
     return info.get_uri(database=EMBEDDED_DATABASE)
@@ -144,8 +146,10 @@ def status() -> dict[str, str | bool | None]:
             return result
     try:
         with psycopg.connect(dsn(start=False), connect_timeout=3) as conn, conn.cursor() as cur:
-            cur.execute("SELECT current_setting('server_version'), "
-                        "(SELECT extversion FROM pg_extension WHERE extname = 'vector')")
+            cur.execute(
+                "SELECT current_setting('server_version'), "
+                "(SELECT extversion FROM pg_extension WHERE extname = 'vector')"
+            )
             server_version, vector_version = cur.fetchone()
     except (psycopg.Error, DatabaseError):
         return result

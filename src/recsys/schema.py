@@ -167,4 +167,6 @@ LIVE_SINCE: Final = "live_since"  # set when a version goes live; the live one h
 SERVICE_USER_ONLINE: Final = "user_online"  # user_features + user_embedding + user_items
 SERVICE_ITEM_ONLINE: Final = "item_online"  # item_features + item_embedding + item_textual_features_embed
 SERVICE_TRAINING: Final = "training"  # interactions_features + user_features + item_features
-FEAST_ENV_PREFIX: Final = "RECSYS_FEAST_PG_"  # ${VAR}s of feature_store.yaml: HOST, PORT, DATABASE, USER, PASSWORD, SSLMODE
+FEAST_ENV_PREFIX: Final = (
+    "RECSYS_FEAST_PG_"  # ${VAR}s of feature_store.yaml: HOST, PORT, DATABASE, USER, PASSWORD, SSLMODE
+)
