@@ -42,6 +42,19 @@ class ItemCatalogue:
     def __len__(self) -> int:
         return len(self.item_ids)
 
+    def describe(self, rows: Sequence[int], scores: Sequence[float]) -> list[dict[str, object]]:
+        """The response items for catalogue rows: id, score, name, category path, image link."""
+        return [
+            {
+                schema.ITEM_ID: self.item_ids[row],
+                "score": round(float(score), 6),
+                schema.PRODUCT_NAME: self.product_names[row],
+                schema.CATEGORY: self.categories[self.category_codes[row]],
+                schema.IMG_LINK: self.img_links[row],
+            }
+            for row, score in zip(rows, scores, strict=True)
+        ]
+
     def positions(self, item_ids: Sequence[str]) -> np.ndarray:
         """Rows of the given ids that the catalogue knows (unknown ids are skipped)."""
         rows = [self.position[i] for i in item_ids if i in self.position]

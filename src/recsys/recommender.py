@@ -393,18 +393,8 @@ class Recommender:
 
     @staticmethod
     def _response(state: ServingState, job: _Job, result) -> dict[str, Any]:
-        cat = state.catalogue
         k = job.request.k
-        items = [
-            {
-                schema.ITEM_ID: cat.item_ids[row],
-                "score": round(float(score), 6),
-                schema.PRODUCT_NAME: cat.product_names[row],
-                schema.CATEGORY: cat.categories[cat.category_codes[row]],
-                schema.IMG_LINK: cat.img_links[row],
-            }
-            for row, score in zip(result.rows[:k], result.scores[:k], strict=True)
-        ]
+        items = state.catalogue.describe(result.rows[:k], result.scores[:k])
         return {
             schema.USER_ID: job.request.user_id,
             schema.MODEL_VERSION: state.model_version,

@@ -283,17 +283,7 @@ def _read_item_vectors(conn: psycopg.Connection, item_ids: list[str], version: s
 
 
 def _response(state: SearchState, mode: Mode, extra: dict[str, Any], result: FilterResult, k: int) -> dict[str, Any]:
-    cat = state.serving.catalogue
-    items = [
-        {
-            schema.ITEM_ID: cat.item_ids[row],
-            "score": round(float(score), 6),
-            schema.PRODUCT_NAME: cat.product_names[row],
-            schema.CATEGORY: cat.categories[cat.category_codes[row]],
-            schema.IMG_LINK: cat.img_links[row],
-        }
-        for row, score in zip(result.rows[:k], result.scores[:k], strict=True)
-    ]
+    items = state.serving.catalogue.describe(result.rows[:k], result.scores[:k])
     return {
         "mode": mode,
         **extra,
