@@ -185,8 +185,8 @@ def our_postgres(root: Path) -> list[psutil.Process]:
 
 def machine_busy_s() -> float:
     times = psutil.cpu_times()
-    # Linux counts guest time inside user time as well: leave it out once
-    skipped = ("idle", "iowait", "guest", "guest_nice")
+    # Linux counts guest time inside user time as well (leave it out once); steal is time the VM did not get
+    skipped = ("idle", "iowait", "steal", "guest", "guest_nice")
     return sum(value for name, value in times._asdict().items() if name not in skipped)
 
 
@@ -214,20 +214,22 @@ def feast_path(user_ids: list[str]) -> dict:
     return {"latency_ms": percentiles_ms(seconds), "rps_one_client": len(seconds) / sum(seconds)}
 
 
-def profile(model_dir: Path, user_ids: list[str]) -> dict:
-    """cProfile of Recommender.recommend (the predictor's work, without HTTP) over single-user requests."""
+def profile(model_dir: Path, user_ids: list[str], batch: int) -> dict:
+    """cProfile of Recommender.recommend (the predictor's work, without HTTP), `batch` users per call: 1 as a
+    lone client sends them, CLIENTS as the predictor's micro-batcher merges concurrent requests under load."""
     from recsys.recommender import Recommender
     from recsys.request_models import RecommendRequest
 
     recommender = Recommender.from_settings(model_dir, poll=False)
     try:
-        requests = [[RecommendRequest(user_id=u, k=K)] for u in user_ids]
-        recommender.recommend(requests[0])
+        singles = [RecommendRequest(user_id=u, k=K) for u in user_ids]
+        calls = [singles[i : i + batch] for i in range(0, len(singles) - batch + 1, batch)]
+        recommender.recommend(calls[0])
         profiler = cProfile.Profile()
         started = time.perf_counter()
         profiler.enable()
-        for request in requests:
-            recommender.recommend(request)
+        for call in calls:
+            recommender.recommend(call)
         profiler.disable()
         wall = time.perf_counter() - started
     finally:
@@ -237,14 +239,15 @@ def profile(model_dir: Path, user_ids: list[str]) -> dict:
     for (path, _, name), (_, _, _, cumulative, _) in stats.stats.items():
         for (suffix, function), label in PROFILE_PARTS.items():
             if name == function and path.endswith(suffix):
-                per_request_ms[label] = per_request_ms.get(label, 0.0) + cumulative * 1000 / len(requests)
+                per_request_ms[label] = per_request_ms.get(label, 0.0) + cumulative * 1000 / (len(calls) * batch)
     text = io.StringIO()
     pstats.Stats(profiler, stream=text).sort_stats("cumulative").print_stats(18)
     lines = [line for line in text.getvalue().splitlines() if line.strip()]
     top = "\n".join(lines[lines.index(next(line for line in lines if "ncalls" in line)) :])
     return {
-        "requests": len(requests),
-        "wall_ms_per_request_profiled": wall * 1000 / len(requests),
+        "batch": batch,
+        "requests": len(calls) * batch,
+        "wall_ms_per_request_profiled": wall * 1000 / (len(calls) * batch),
         "per_request_ms": per_request_ms,
         "top_cumulative": top,
     }
@@ -297,7 +300,7 @@ def run() -> Result:
                 proc.kill()
         print("   serve: Feast path and profile", flush=True)
         feast = feast_path(users[: sz["feast"]])
-        prof = profile(model_dir, users[: sz["profile"]])
+        prof = {f"batch_{b}": profile(model_dir, users[: sz["profile"]], b) for b in (1, CLIENTS)}
     latencies = loaded.pop("latencies_s")
     plot(latencies, RESULTS_DIR / "serve.png", loaded)
     data = {
@@ -319,13 +322,15 @@ def run() -> Result:
 
 
 def limits(d: dict) -> str:
-    parts = d["profile"]["per_request_ms"]
+    batched = d["profile"][f"batch_{CLIENTS}"]
+    parts = batched["per_request_ms"]
     biggest = sorted(parts.items(), key=lambda item: -item[1])[:2]
     spent = ", ".join(f"{label} {ms:.1f} ms" for label, ms in biggest)
     return (
         f"CPU: server {d['load']['server_cpu_share_of_2_cores']:.0%}, Postgres "
         f"{d['load']['postgres_cpu_share_of_2_cores']:.0%}, machine {d['load']['machine_busy_share']:.0%} busy; per request (cProfile, "
-        f"in-process {d['profile']['wall_ms_per_request_profiled']:.1f} ms): {spent}"
+        f"in-process, {CLIENTS} users per call as the micro-batcher merges them: "
+        f"{batched['wall_ms_per_request_profiled']:.1f} ms per request): {spent}"
     )
 
 
@@ -360,7 +365,19 @@ def markdown(d: dict) -> str:
          feast["latency_ms"]["p50"], feast["latency_ms"]["p95"], feast["latency_ms"]["p99"],
          f"{feast['rps_one_client']:.0f}", 0],
     ]  # fmt: skip
-    parts = [[label, f"{ms:.2f}"] for label, ms in sorted(prof["per_request_ms"].items(), key=lambda i: -i[1])]
+    one_call, merged = prof["batch_1"], prof[f"batch_{CLIENTS}"]
+    labels = sorted(merged["per_request_ms"], key=lambda label: -merged["per_request_ms"][label])
+    parts = [
+        [label, f"{one_call['per_request_ms'].get(label, 0.0):.2f}", f"{merged['per_request_ms'][label]:.2f}"]
+        for label in labels
+    ]
+    parts.append(
+        [
+            "whole recommend call, per request",
+            f"{one_call['wall_ms_per_request_profiled']:.2f}",
+            f"{merged['wall_ms_per_request_profiled']:.2f}",
+        ]
+    )
     return "\n".join(
         [
             f"`recsys generate` {data['n_users']} users / {data['n_items']} items / {data['n_interactions']} "
@@ -384,16 +401,18 @@ def markdown(d: dict) -> str:
             "",
             "![latency histogram](bench/results/serve.png)",
             "",
-            f"Where a request's time goes: cProfile of `Recommender.recommend` in-process over {prof['requests']} "
-            f"single-user requests ({prof['wall_ms_per_request_profiled']:.2f} ms each under the profiler; parts "
+            "The predictor merges concurrent requests into one `Recommender.recommend` call (serving.batching), so "
+            "under load one Feast read, one history read and one tower forward serve several requests. Where a "
+            f"request's time goes: cProfile of `Recommender.recommend` in-process over {one_call['requests']} users, "
+            f"one per call and {CLIENTS} per call (times under the profiler; parts "
             "overlap where one calls another):",
             "",
-            table(["part", "ms per request"], parts),
+            table(["part", "ms per request, 1 user per call", f"ms per request, {CLIENTS} users per call"], parts),
             "",
-            "<details><summary>cProfile, top functions by cumulative time</summary>",
+            f"<details><summary>cProfile ({CLIENTS} users per call), top functions by cumulative time</summary>",
             "",
             "```",
-            prof["top_cumulative"],
+            merged["top_cumulative"],
             "```",
             "</details>",
             "",
