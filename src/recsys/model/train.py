@@ -143,19 +143,17 @@ def sampled_softmax_loss(
     weights: torch.Tensor,
     temperature: float,
 ) -> torch.Tensor:
-    """Sampled softmax: user b's positive is column b; every other column (the batch's other positives, then
-    any extra sampled items) is a negative.
+    """In-batch softmax: each user's positive against the batch's other positives, weighted per row.
 
-    log_q (log of how often each column's item is expected among the negatives) is subtracted so popular items,
-    which show up as negatives more often, are not over-penalised; copies of a row's positive item in other
-    columns are masked so they do not count as negatives.
+    log_q (log of how often each column's item shows up in a batch) is subtracted so popular items, which are
+    negatives more often, are not over-penalised; copies of a row's positive item in other columns are masked
+    so they do not count as negatives.
     """
-    n_rows = len(user_vectors)
     logits = user_vectors @ item_vectors.T / temperature - log_q[None, :]
-    same_item = item_rows[:n_rows, None] == item_rows[None, :]
-    same_item[:, :n_rows].fill_diagonal_(False)
+    same_item = item_rows[:, None] == item_rows[None, :]
+    same_item.fill_diagonal_(False)
     logits = logits.masked_fill(same_item, float("-inf"))
-    labels = torch.arange(n_rows, device=logits.device)
+    labels = torch.arange(len(user_vectors), device=logits.device)
     losses = F.cross_entropy(logits, labels, reduction="none")
     return (losses * weights).sum() / weights.sum()
 
