@@ -10,13 +10,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from recsys import schema
 from recsys.cli import app
 from recsys.data.generate import generate
 from recsys.model import artifacts
-from recsys.model.train import TrainingDataError, train
+from recsys.model.features import MAX_HISTORY, OOV
+from recsys.model.train import TrainingDataError, causal_history, sampled_softmax_loss, train
 
 DEFAULT_DATA = {"n_users": 1000, "n_items": 5000, "n_interactions": 20000, "seed": 42, "as_of": datetime(2026, 1, 1)}
 METRIC_NAMES = {f"{name}@{k}" for name in ("recall", "ndcg", "hit", "mrr") for k in (10, 20, 50)}
@@ -127,3 +129,26 @@ def test_two_tower_beats_popularity_threefold_and_itemknn_on_default_data(tmp_pa
     model, baselines = metrics["model"]["recall@10"], metrics["baselines"]
     assert model >= 3 * baselines["popularity"]["recall@10"], metrics
     assert model > baselines["itemknn"]["recall@10"], metrics
+
+
+@pytest.mark.unit
+def test_causal_history_holds_only_the_same_users_earlier_items() -> None:
+    users = np.array([1, 1, 1, 2, 2])
+    items = np.array([10, 11, 12, 20, 21])
+    history = causal_history(users, items)
+    assert history.shape == (5, MAX_HISTORY)
+    assert [sorted(set(row) - {OOV}) for row in history.tolist()] == [[], [10], [10, 11], [], [20]]
+    assert history[2, -1] == 11  # newest last
+
+
+@pytest.mark.unit
+def test_softmax_loss_masks_repeated_items_and_prefers_aligned_vectors() -> None:
+    aligned = torch.eye(3)
+    rows = torch.tensor([0, 1, 2])
+    flat = torch.zeros(3)
+    good = sampled_softmax_loss(aligned, aligned, rows, flat, torch.ones(3), temperature=0.1)
+    bad = sampled_softmax_loss(aligned, aligned.roll(1, dims=0), rows, flat, torch.ones(3), temperature=0.1)
+    assert good < bad
+    # row 0 and row 1 share their positive: each is not the other's negative, so both losses are ~0
+    same = sampled_softmax_loss(aligned[:2], aligned[[0, 0]], torch.tensor([5, 5]), torch.zeros(2), torch.ones(2), 0.1)
+    assert same < 1e-3
