@@ -33,8 +33,7 @@ EF_SEARCH = (100, 200, 400, 800, 1000)  # below K pgvector would return only ef 
 TARGET_RECALL = 0.99
 GOAL_SPEEDUP = 50
 TIE_TOLERANCE = 1e-5  # float32 scores within this of the k-th best count as ties
-MODEL_EPOCHS = 3
-EXPLAIN_QUERIES = 20  # queries per HNSW setting timed inside Postgres  # the vectors only need the shape a trained tower gives, not the best quality
+MODEL_EPOCHS = 3  # the vectors only need the shape a trained tower gives, not the best quality
 
 
 @dataclass(frozen=True)
@@ -133,11 +132,8 @@ def measure_case(conn, kind: str, ids: list[str], vectors: np.ndarray, queries: 
         feast_r10.append(t.recall(feast.top_k(q, 10), 10))  # Feast's set is unordered: ask for 10 separately
     score("Feast retrieve_online_documents_v2", feast_s, feast_found, feast_r10)
     feast_p50 = methods["Feast retrieve_online_documents_v2"]["p50"]
-    for name, m in methods.items():
+    for m in methods.values():
         m["feast_p50_over_this_p50"] = feast_p50 / m["p50"]
-        if name.startswith("HNSW"):
-            ef = int(name.split("=")[1].split()[0])
-            m["postgres_execution_ms"] = server_execution_ms(conn, table_name, version, queries[:EXPLAIN_QUERIES], ef)
     return {
         "kind": kind,
         "items": n,
@@ -152,30 +148,6 @@ def measure_case(conn, kind: str, ids: list[str], vectors: np.ndarray, queries: 
         },
         "methods": methods,
     }
-
-
-def server_execution_ms(conn, table_name: str, version: str, queries: np.ndarray, ef: int) -> float:
-    """Median time Postgres itself spends on the HNSW query of index.hnsw_search (EXPLAIN ANALYZE), to split a
-    call's latency into database work and per-call overhead (round trips, Python)."""
-    from psycopg import sql
-
-    query = sql.SQL(
-        "EXPLAIN (ANALYZE, FORMAT JSON) SELECT {id}, 1 - ({vec} <=> %(q)s) FROM {t} WHERE {v} = %(v)s"
-        " ORDER BY {vec} <=> %(q)s LIMIT %(k)s"
-    ).format(
-        id=sql.Identifier(schema.ITEM_ID),
-        vec=sql.Identifier(schema.VECTOR_COLUMN),
-        t=sql.Identifier(table_name),
-        v=sql.Identifier(schema.MODEL_VERSION),
-    )
-    times = []
-    with conn.transaction():
-        conn.execute(sql.SQL("SET LOCAL hnsw.ef_search = {}").format(sql.Literal(max(ef, K))))
-        conn.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
-        for q in queries:
-            plan = conn.execute(query, {"q": q, "v": version, "k": K}).fetchone()[0]
-            times.append(plan[0]["Execution Time"])
-    return float(np.median(times))
 
 
 def feast_api_rate(ids: list[str], vectors: np.ndarray) -> float:
@@ -289,10 +261,7 @@ def goals(cases: list[dict]) -> list[Goal]:
                 "at 1000)"
             )
         elif not met:
-            limit = (
-                f"of {hnsw['p50']:.2f} ms p50, Postgres executes the HNSW query in {hnsw['postgres_execution_ms']:.2f}"
-                " ms (EXPLAIN ANALYZE, median); the rest is index.hnsw_search's per-call round trips and Python"
-            )
+            limit = f"latency: {hnsw['p50']:.2f} ms p50 per SQL call (index.hnsw_search) at the needed ef_search"
         out.append(
             Goal(
                 figure=f"HNSW vs Feast v2, {largest} {case['kind']} vectors",
@@ -320,7 +289,6 @@ def markdown(cases: list[dict], feast_rate: float, sz: Sizes) -> str:
                     m["recall@10"],
                     m["recall@100"],
                     f"{m['feast_p50_over_this_p50']:.1f}x",
-                    m.get("postgres_execution_ms", ""),
                 ]
             )
     publish_rows = [
@@ -347,9 +315,7 @@ def markdown(cases: list[dict], feast_rate: float, sz: Sizes) -> str:
             "vectors of the default data's users. Items beyond the 5,000 the model saw go through the tower's "
             "out-of-vocabulary id, so their vectors come from category, price and rating alone and many nearly "
             "coincide: a crowded, realistic case for cold items. Random vectors: uniform on the sphere (queries too), the hard "
-            "case for an ANN graph. `Feast p50 / p50`: Feast's p50 divided by the method's p50, same run; `in Postgres "
-            "ms`: the HNSW query's own execution time inside Postgres (EXPLAIN ANALYZE, median of "
-            f"{EXPLAIN_QUERIES}), the rest of an HNSW call is round trips and Python.",
+            "case for an ANN graph. `Feast p50 / p50`: Feast's p50 divided by the method's p50, same run.",
             "",
             table(
                 [

@@ -327,8 +327,9 @@ def limits(d: dict) -> str:
     biggest = sorted(parts.items(), key=lambda item: -item[1])[:2]
     spent = ", ".join(f"{label} {ms:.1f} ms" for label, ms in biggest)
     return (
-        f"CPU: server {d['load']['server_cpu_share_of_2_cores']:.0%}, Postgres "
-        f"{d['load']['postgres_cpu_share_of_2_cores']:.0%}, machine {d['load']['machine_busy_share']:.0%} busy; per request (cProfile, "
+        f"CPU: the server process used {d['load']['server_cpu_share_of_2_cores'] * (os.cpu_count() or 1):.2f} "
+        "cores (one Python worker: ~1.0 means its interpreter is saturated), Postgres "
+        f"{d['load']['postgres_cpu_share_of_2_cores'] * (os.cpu_count() or 1):.2f} cores, machine {d['load']['machine_busy_share']:.0%} busy; per request (cProfile, "
         f"in-process, {CLIENTS} users per call as the micro-batcher merges them: "
         f"{batched['wall_ms_per_request_profiled']:.1f} ms per request): {spent}"
     )
