@@ -153,8 +153,8 @@ def markdown(results: dict, fits: dict) -> str:
         [
             f"Each point in a fresh process: `generate` (seed {SEED}), then one epoch of the real training loop "
             "(`train.fit`, temporal split, product texts left out) and exact top-100 retrieval over the trained "
-            "item vectors; peak memory is the process's max RSS, after generation (imports ~0.3 GB + generation) and "
-            "at the end (training and retrieval added). "
+            "item vectors; peak memory is the process's max RSS right after generation (the imported libraries and "
+            "the generated data) and at the end (training and retrieval added). "
             "`fit` also holds setup and one validation pass.",
             "",
             table(
@@ -168,6 +168,7 @@ def markdown(results: dict, fits: dict) -> str:
                     "fit s",
                     "examples/s",
                     "top-100 ms",
+                    "RSS after generation MB",
                     "peak RSS MB",
                 ],
                 rows,
