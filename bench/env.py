@@ -67,14 +67,6 @@ def _env(values: dict[str, str]) -> Iterator[None]:
         reset_settings()
 
 
-def _lowercase_vector_metric(repo: Path) -> None:
-    """Feast's postgres store accepts only lower-case metric names ("cosine") and applies the view's metric to
-    every vector query; feature_repo/ spelling it "COSINE" makes retrieve_online_documents_v2 raise. The copy
-    used here gets the lower-case spelling (a no-op once feature_repo/ has it)."""
-    views = repo / "feature_views.py"
-    views.write_text(views.read_text().replace('COSINE = "COSINE"', 'COSINE = "cosine"'))
-
-
 @contextmanager
 def workspace(name: str, database: bool = True) -> Iterator[Path]:
     """A temporary folder holding `feature_repo/` (definitions only, data/ empty) with the settings pointed at it
@@ -87,7 +79,6 @@ def workspace(name: str, database: bool = True) -> Iterator[Path]:
     repo = root / "feature_repo"
     shutil.copytree(FEATURE_REPO, repo, ignore=shutil.ignore_patterns("*.parquet", "registry.db", "images"))
     (repo / "data").mkdir(exist_ok=True)
-    _lowercase_vector_metric(repo)
     server = None
     dsn = os.environ.get("RECSYS_PG_DSN")
     try:

@@ -21,7 +21,7 @@ from feast.types import Array, Float32, Float64, Int64, String, UnixTimestamp
 
 from recsys import schema
 
-COSINE = "COSINE"
+COSINE = "cosine"  # Feast's postgres store accepts only the lower-case name
 
 item_features = FeatureView(
     name=schema.VIEW_ITEM_FEATURES,

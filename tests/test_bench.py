@@ -82,8 +82,10 @@ def test_bulk_feast_rows_equal_feast_written_rows(pg_dsn: str) -> None:
                 schema.CREATED_TIMESTAMP: now,
             }
         )
-        features.write_embedding_view(schema.VIEW_ITEM_EMBEDDING, frame)
         table = feast_table(schema.VIEW_ITEM_EMBEDDING)
+        with db.connect() as conn:  # the session database is shared: other tests may have written this view
+            conn.execute(sql.SQL("TRUNCATE {}").format(sql.Identifier(table)))
+        features.write_embedding_view(schema.VIEW_ITEM_EMBEDDING, frame)
         query = sql.SQL(
             "SELECT entity_key, feature_name, value, value_text, vector_value::text FROM {} ORDER BY 1, 2"
         ).format(sql.Identifier(table))

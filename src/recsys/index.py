@@ -262,6 +262,8 @@ def upsert_vectors(
             deleted = _delete_older_versions(conn, table, model_version)
             index_build_s = ensure_hnsw_index(conn, table)
         conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(_STAGE)))  # another upsert may follow
+        # fresh statistics: without them the planner may pick a sequential scan over the HNSW index
+        conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(table)))
     return UpsertResult(written, deleted, copy_s, len(array) / max(copy_s, 1e-9), index_build_s)
 
 
