@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, NoReturn
@@ -147,20 +149,28 @@ def generate_cmd(
 
 
 # ------------------------------------------------------------------------------------------- feast
+@contextmanager
+def _feast_errors() -> Iterator[None]:
+    """A feature repo problem is bad input (exit 2); an unreachable database is a failed operation (exit 1)."""
+    from recsys import db, features
+
+    try:
+        yield
+    except features.FeatureStoreError as exc:
+        fail(str(exc))
+    except db.DatabaseError as exc:
+        fail(str(exc), code=1)
+
+
 @feast_app.command("apply")
 def feast_apply(
     repo: Annotated[Path | None, typer.Option(help="feature repo folder [default: RECSYS_FEATURE_REPO]")] = None,
 ) -> None:
     """Create the vector extension and register entities, sources, the seven views and the services."""
-    from recsys import db, features
+    from recsys import features
 
-    try:
-        with console.status("feast apply"):
-            deployed = features.apply(repo)
-    except features.FeatureStoreError as exc:
-        fail(str(exc))
-    except db.DatabaseError as exc:
-        fail(str(exc), code=1)
+    with _feast_errors(), console.status("feast apply"):
+        deployed = features.apply(repo)
     for line in deployed:
         kind, _, name = line.rpartition(" ")
         console.print(f"Deployed {kind} [bold green]{name}[/]")
@@ -171,15 +181,10 @@ def feast_materialize(
     repo: Annotated[Path | None, typer.Option(help="feature repo folder [default: RECSYS_FEATURE_REPO]")] = None,
 ) -> None:
     """Load item_features and user_features into the online store (idempotent)."""
-    from recsys import db, features
+    from recsys import features
 
-    try:
-        with console.status("feast materialize: item_features, user_features"):
-            counts = features.materialize(repo)
-    except features.FeatureStoreError as exc:
-        fail(str(exc))
-    except db.DatabaseError as exc:
-        fail(str(exc), code=1)
+    with _feast_errors(), console.status("feast materialize: item_features, user_features"):
+        counts = features.materialize(repo)
     for view, count in counts.items():
         console.print(f"{view}: {count:,} entities online")
 
