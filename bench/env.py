@@ -44,11 +44,11 @@ def env_float(name: str, default: float) -> float:
 
 def reset_settings() -> None:
     """Drop cached settings and Feast stores so the next call reads the current environment."""
-    from recsys import features
+    from recsys import feature_store
     from recsys.config import get_settings
 
     get_settings.cache_clear()
-    features._store.cache_clear()
+    feature_store._store.cache_clear()
 
 
 @contextmanager

@@ -13,7 +13,6 @@ from psycopg import sql
 
 from recsys import schema
 
-DEFAULT_SIZES = {"n_users": 1000, "n_items": 5000, "n_interactions": 20000}
 QUICK_SIZES = {"n_users": 100, "n_items": 300, "n_interactions": 3000}
 SEED = 42
 TEXT_COLUMNS = (schema.PRODUCT_NAME, schema.ABOUT_PRODUCT)
@@ -27,37 +26,32 @@ def generate_data(out: Path, n_users: int, n_items: int, n_interactions: int, se
 
 
 def training_hyperparameters(epochs: int):
-    """train.Hyperparameters with `recsys train`'s defaults (read from train()'s signature, so they cannot drift),
-    `epochs` epochs and no early stop."""
-    import dataclasses
-    import inspect
+    """`recsys train`'s recipe (Hyperparameters' defaults) with `epochs` epochs and no early stop."""
+    from recsys.model.config import Hyperparameters
 
-    from recsys.model.train import Hyperparameters, train
-
-    fields = {f.name for f in dataclasses.fields(Hyperparameters)}
-    defaults = {name: p.default for name, p in inspect.signature(train).parameters.items() if name in fields}
-    return Hyperparameters(**{**defaults, "epochs": epochs, "patience": epochs})
+    return Hyperparameters(epochs=epochs, patience=epochs)
 
 
 def fit_and_save(data_dir: Path, out_dir: Path, epochs: int) -> Path:
     """A model dir like `recsys train` writes, from the same training loop and defaults, without the baseline
     evaluation (EASE inverts an items x items matrix per lambda: most of a minute at 10k items) and without
     metrics.json: for benchmarks that need a trained model, not its quality."""
-    import dataclasses
-
     import torch
 
-    from recsys.model import evaluate
     from recsys.model.artifacts import save_model
-    from recsys.model.features import recent_positive_items
-    from recsys.model.train import TOWER_DIMS, Runtime, fit, read_data
+    from recsys.model.config import model_config
+    from recsys.model.dataset import make_split
+    from recsys.model.distributed import Runtime
+    from recsys.model.inputs import recent_positive_items
+    from recsys.model.train import fit
+    from recsys.model.training_data import read_training_data
 
-    data = read_data(data_dir)
+    data = read_training_data(data_dir)
     hp = training_hyperparameters(epochs)
-    result = fit(data, evaluate.make_split(data.interactions, "temporal", SEED), hp, Runtime(torch.device("cpu"), 0, 1))
+    result = fit(data, make_split(data.interactions, "temporal", SEED), hp, Runtime(torch.device("cpu")))
     save_model(
         out_dir,
-        config={**TOWER_DIMS, "embedding_dim": schema.EMBEDDING_DIM, "training": dataclasses.asdict(hp)},
+        config=model_config(hp),
         features=result.features,
         user_tower=result.model.user_tower,
         item_tower=result.model.item_tower,
@@ -95,7 +89,7 @@ def feast_table(view_name: str) -> str:
     """The Postgres table of a view in Feast's online store."""
     from feast.infra.online_stores.postgres_online_store.postgres import _table_id
 
-    from recsys.features import get_store
+    from recsys.feature_store import get_store
 
     store = get_store()
     return _table_id(store.project, store.get_feature_view(view_name))
@@ -120,7 +114,7 @@ def copy_into_feast_view(view_name: str, ids: list[str], vectors: np.ndarray, mo
     from feast.protos.feast.types.Value_pb2 import FloatList, Value
 
     from recsys import db
-    from recsys.features import get_store
+    from recsys.feature_store import get_store
 
     store = get_store()
     view = store.get_feature_view(view_name)

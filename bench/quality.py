@@ -9,7 +9,8 @@ from pathlib import Path
 
 from bench.common import RESULTS_DIR, Goal, Result, table
 from bench.env import load_note, quick, workspace
-from bench.fixtures import DEFAULT_SIZES, QUICK_SIZES, SEED, generate_data
+from bench.fixtures import QUICK_SIZES, SEED, generate_data
+from recsys.contract import DEFAULT_SIZES
 
 SPLITS = ("temporal", "random")
 KS = (10, 20, 50)
@@ -20,10 +21,11 @@ POPULARITY_FACTOR = 3.0
 def train_and_score(data: Path, out: Path, split: str) -> dict:
     """recsys train: early-stopped two-tower + baselines on the same split; returns metrics.json."""
     from recsys.model.artifacts import METRICS_FILE
+    from recsys.model.config import Hyperparameters
     from recsys.model.train import train
 
     epochs = {"epochs": 2} if quick() else {}
-    train(data, out, split=split, seed=SEED, **epochs)
+    train(data, out, Hyperparameters(seed=SEED, **epochs), split=split)
     return json.loads((out / METRICS_FILE).read_text())
 
 

@@ -16,7 +16,6 @@ import numpy as np
 from bench.common import RESULTS_DIR, Goal, Result, percentiles_ms, table
 from bench.env import load_note, quick, workspace
 from bench.fixtures import (
-    DEFAULT_SIZES,
     QUICK_SIZES,
     FeastDocuments,
     copy_into_feast_view,
@@ -27,9 +26,10 @@ from bench.fixtures import (
     unit_rows,
 )
 from recsys import schema
+from recsys.contract import DEFAULT_SIZES
 
 K = 100
-EF_SEARCH = (100, 200, 400, 800, 1000)  # below K pgvector would return only ef rows: index.hnsw_search raises ef to k
+EF_SEARCH = (100, 200, 400, 800, 1000)  # pgvector returns at most ef rows: queries.hnsw_search raises ef to K
 TARGET_RECALL = 0.99
 GOAL_SPEEDUP = 50
 TIE_TOLERANCE = 1e-5  # float32 scores within this of the k-th best count as ties
@@ -77,16 +77,17 @@ def timed(fn, *args):
 
 def measure_case(conn, kind: str, ids: list[str], vectors: np.ndarray, queries: np.ndarray, sz: Sizes, feast) -> dict:
     """Publish the vectors (pgvector + Feast's table), then time and score every method on the same queries."""
-    from recsys import index
     from recsys.retrieval import ExactRetriever
+    from recsys.vector_index import queries as vector_queries
+    from recsys.vector_index import tables, writes
 
     n = len(ids)
     table_name = f"bench_{kind}_{n}"
     version = f"bench-{kind}-{n}"
     id_array = np.asarray(ids)
     position = {item_id: row for row, item_id in enumerate(ids)}
-    index.ensure_item_table(conn, table_name)
-    publish_s, upsert = timed(index.upsert_vectors, conn, ids, vectors, version, table_name)
+    tables.ensure_item_table(conn, table_name)
+    publish_s, upsert = timed(writes.upsert_vectors, conn, ids, vectors, version, table_name)
     feast_copy_s = copy_into_feast_view(schema.VIEW_ITEM_EMBEDDING, ids, vectors, version)
 
     # numpy exact: the reference answer, and a baseline (full sort of every score)
@@ -97,7 +98,7 @@ def measure_case(conn, kind: str, ids: list[str], vectors: np.ndarray, queries: 
         numpy_found.append(id_array[top])
     truth = [Truth(vectors @ q, position) for q in queries]
 
-    load_s, (loaded_ids, matrix) = timed(index.load_vectors, conn, version, table_name)
+    load_s, (loaded_ids, matrix) = timed(vector_queries.load_vectors, conn, version, table_name)
     exact = ExactRetriever(matrix)
     loaded = np.asarray(loaded_ids)
     methods: dict[str, dict] = {}
@@ -120,7 +121,7 @@ def measure_case(conn, kind: str, ids: list[str], vectors: np.ndarray, queries: 
     for ef in EF_SEARCH:
         hnsw_s, hnsw_found = [], []
         for q in queries:
-            seconds, hits = timed(index.hnsw_search, conn, q, K, ef, version, table_name)
+            seconds, hits = timed(vector_queries.hnsw_search, conn, q, K, ef, version, table_name)
             hnsw_s.append(seconds)
             hnsw_found.append([item_id for item_id, _ in hits[0]])
         score(f"HNSW ef_search={ef} (ours)", hnsw_s, hnsw_found)
@@ -142,7 +143,7 @@ def measure_case(conn, kind: str, ids: list[str], vectors: np.ndarray, queries: 
             "copy_s": upsert.copy_s,
             "copy_rows_per_s": upsert.copy_rows_per_s,
             "hnsw_build_s": upsert.index_build_s,
-            "maintenance_work_mem": index.HNSW_MAINTENANCE_WORK_MEM,
+            "maintenance_work_mem": tables.HNSW_MAINTENANCE_WORK_MEM,
             "load_into_memory_s": load_s,
             "feast_table_copy_s": feast_copy_s,
         },
@@ -154,7 +155,7 @@ def feast_api_rate(ids: list[str], vectors: np.ndarray) -> float:
     """Rows (entities) per second through Feast's own write_to_online_store, on a sample."""
     import pandas as pd
 
-    from recsys import features
+    from recsys import feature_store
 
     now = pd.Timestamp.now(tz="UTC")
     frame = pd.DataFrame(
@@ -166,7 +167,7 @@ def feast_api_rate(ids: list[str], vectors: np.ndarray) -> float:
             schema.CREATED_TIMESTAMP: now,
         }
     )
-    seconds, _ = timed(features.write_embedding_view, schema.VIEW_ITEM_EMBEDDING, frame)
+    seconds, _ = timed(feature_store.write_embedding_view, schema.VIEW_ITEM_EMBEDDING, frame)
     return len(ids) / seconds
 
 
@@ -192,14 +193,14 @@ def query_vectors(kind: str, model_dir: Path, root: Path, n: int) -> np.ndarray:
 
 def run() -> Result:
     started_under = load_note()
-    from recsys import db, features
+    from recsys import db, feature_store
 
     sz = sizes()
     cases = []
     with workspace("retrieval") as root:
-        features.apply()
+        feature_store.apply()
         model_dir = train_model(root)
-        feast = FeastDocuments(features.get_store(), schema.VIEW_ITEM_EMBEDDING)
+        feast = FeastDocuments(feature_store.get_store(), schema.VIEW_ITEM_EMBEDDING)
         with db.connect() as conn:
             for kind in ("trained", "random"):
                 queries = query_vectors(kind, model_dir, root, sz.queries)
@@ -261,7 +262,7 @@ def goals(cases: list[dict]) -> list[Goal]:
                 "at 1000)"
             )
         elif not met:
-            limit = f"latency: {hnsw['p50']:.2f} ms p50 per SQL call (index.hnsw_search) at the needed ef_search"
+            limit = f"latency: {hnsw['p50']:.2f} ms p50 per SQL call (vector_index.queries.hnsw_search) at the needed ef_search"
         out.append(
             Goal(
                 figure=f"HNSW vs Feast v2, {largest} {case['kind']} vectors",
@@ -335,7 +336,7 @@ def markdown(cases: list[dict], feast_rate: float, sz: Sizes) -> str:
             "![recall vs latency](bench/results/retrieval.png)",
             "",
             "Publishing the vectors: binary COPY into the typed `vector(64)` table, then the HNSW (cosine) build, "
-            "in one transaction (`index.upsert_vectors`); loading them back into memory for exact search. "
+            "in one transaction (`vector_index.writes.upsert_vectors`); loading them back into memory for exact search. "
             "Feast's online table is filled by one COPY in exactly the row layout its postgres store writes "
             f"(a test checks it against rows Feast wrote itself): Feast's own `write_to_online_store` managed "
             f"{feast_rate:,.0f} entities/s on a {sz.feast_api_sample}-row sample in this run, which would have "

@@ -54,8 +54,10 @@ def measure_point(n_users: int, n_items: int, n_interactions: int) -> dict:
 
     from bench.throughput import drop_texts
     from recsys import schema
-    from recsys.model import evaluate
-    from recsys.model.train import Runtime, fit, read_data, time_ordered_positives
+    from recsys.model.dataset import make_split
+    from recsys.model.distributed import Runtime
+    from recsys.model.train import fit
+    from recsys.model.training_data import read_training_data, time_ordered_positives
     from recsys.retrieval import ExactRetriever
 
     with tempfile.TemporaryDirectory(prefix="recsys-bench-scaling-") as tmp:
@@ -64,12 +66,12 @@ def measure_point(n_users: int, n_items: int, n_interactions: int) -> dict:
         generate_s = time.perf_counter() - started
         rss_after_generate_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         data = drop_texts(data, Path(tmp) / "no-text")
-        dataset = read_data(data)
-        parts = evaluate.make_split(dataset.interactions, "temporal", SEED)
+        dataset = read_training_data(data)
+        parts = make_split(dataset.interactions, "temporal", SEED)
         hp = training_hyperparameters(1)
         epochs = []
         started = time.perf_counter()
-        result = fit(dataset, parts, hp, Runtime(torch.device("cpu"), 0, 1), on_epoch=epochs.append)
+        result = fit(dataset, parts, hp, Runtime(torch.device("cpu")), on_epoch=epochs.append)
         fit_s = time.perf_counter() - started
         items = pd.read_parquet(data / schema.ITEMS_FILE)
         with torch.no_grad():

@@ -43,22 +43,23 @@ def sizes() -> dict:
 
 def leaf_queries(n: int) -> list[tuple[str, str]]:
     """(query, leaf name) pairs: every leaf's synonyms, repeated in order up to n."""
-    from recsys.data.catalog import LEAVES
+    from recsys.data.taxonomy import LEAVES
 
     pairs = [(synonym, leaf.name) for leaf in LEAVES for synonym in leaf.synonyms]
     return [pairs[i % len(pairs)] for i in range(n)]
 
 
 def prepare(root: Path, sz: dict) -> tuple[Path, pd.DataFrame, pd.DataFrame]:
-    from recsys import features
+    from recsys import feature_store
     from recsys.config import get_settings
+    from recsys.model.config import Hyperparameters
     from recsys.model.train import train
     from recsys.publish import publish
 
     data = generate_data(get_settings().data_dir, **sz["data"])
-    features.apply()
-    features.materialize()
-    model_dir = train(data, root / "model", epochs=sz["epochs"])
+    feature_store.apply()
+    feature_store.materialize()
+    model_dir = train(data, root / "model", Hyperparameters(epochs=sz["epochs"]))
     publish(model_dir)
     items = pd.read_parquet(data / schema.ITEMS_FILE).set_index(schema.ITEM_ID)
     users = pd.read_parquet(data / schema.USERS_FILE)[[schema.USER_ID, schema.PREFERENCES]]
@@ -130,9 +131,10 @@ def time_personalised(searcher, queries: list[str], users: pd.DataFrame, context
 
 
 def run() -> Result:
-    from recsys.recommender import Recommender, ServingSettings
+    from recsys.recommender import Recommender
     from recsys.request_models import RequestContext, SearchRequest
     from recsys.search import Searcher, SearchSettings, encode_queries
+    from recsys.serving_state import ServingSettings, ServingState
 
     sz = sizes()
     with workspace("search") as root:
@@ -142,9 +144,9 @@ def run() -> Result:
         context = RequestContext(timestamp=LATE)
         results: dict = {}
         for strategy in ("exact", "hnsw"):
-            recommender = Recommender.from_settings(model_dir, poll=False, serving=ServingSettings(retrieval=strategy))
+            state = ServingState.from_settings(model_dir, poll=False, serving=ServingSettings(retrieval=strategy))
             try:
-                searcher = Searcher(recommender)
+                searcher = Searcher(state, Recommender(state))
                 searcher.answer([SearchRequest(query="warm-up", context=context)])  # loads the text vectors
                 encode_queries(["warm-up"])
                 print(f"   search: {strategy}", flush=True)
@@ -155,7 +157,7 @@ def run() -> Result:
                 part["personalised"] = time_personalised(searcher, broad, users.head(sz["personal"]), context)
                 results[strategy] = part
             finally:
-                recommender.close()
+                state.close()
     data = {"sizes": sz, "k": K, "personal_weight": SearchSettings().personal_weight, "strategies": results}
     return Result(
         name="search",

@@ -14,8 +14,6 @@ import json
 import os
 import pstats
 import random
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -27,20 +25,21 @@ from bench.common import RESULTS_DIR, ROOT, Goal, Result, percentiles_ms, table
 from bench.env import env_float, load_note, quick, workspace
 from bench.fixtures import SEED, FeastDocuments, fit_and_save, generate_data
 from recsys import schema
+from recsys.contract import PREDICT_PATH
+from recsys.predictor_process import running_predictor
 
 CLIENTS = 16
 K = 10
 P99_GOAL_MS = 20.0
 RPS_GOAL = 300.0
 SERVER_START_TIMEOUT_S = 120
-PREDICT_PATH = "/v1/models/recommender:predict"
 # where the in-process profile attributes a request's time: (file suffix, function) -> label
 PROFILE_PARTS = {
     ("feast/feature_store.py", "get_online_features"): "Feast get_online_features (user features + stored vector)",
     ("recsys/history.py", "read_user_history"): "user history read (Postgres)",
     ("recsys/model/artifacts.py", "encode_users"): "user tower forward",
     ("recsys/retrieval.py", "search"): "candidate retrieval",
-    ("recsys/recommender.py", "_filter_widening"): "retrieval + filters (all rounds)",
+    ("recsys/retrieval.py", "widen_until_k"): "retrieval + filters (all rounds)",
     ("recsys/recommender.py", "_response"): "response building",
 }
 
@@ -127,39 +126,6 @@ def load(port: int, user_ids: list[str], clients: int, seconds: float) -> dict:
     }
 
 
-def start_server(model_dir: Path, port: int, log_path: Path) -> subprocess.Popen:
-    recsys = Path(sys.executable).with_name("recsys")
-    with open(log_path, "w") as log:
-        return subprocess.Popen(
-            [str(recsys), "serve", "--model-dir", str(model_dir), "--http-port", str(port)],
-            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy(),
-        )  # fmt: skip
-
-
-def wait_ready(proc: subprocess.Popen, port: int, log_path: Path) -> None:
-    deadline = time.monotonic() + SERVER_START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"recsys serve exited with {proc.returncode}: {log_path.read_text()[-2000:]}")
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            conn.request("GET", "/v1/models/recommender")
-            if conn.getresponse().status == 200:
-                return
-        except OSError:
-            pass
-        time.sleep(0.3)
-    raise TimeoutError(f"recsys serve not ready after {SERVER_START_TIMEOUT_S} s: {log_path.read_text()[-2000:]}")
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def cpu_seconds(processes: list[psutil.Process]) -> float:
     total = 0.0
     for proc in processes:
@@ -193,7 +159,7 @@ def machine_busy_s() -> float:
 def feast_path(user_ids: list[str]) -> dict:
     """The replaced system's online path: the user's stored vector from Feast, then Feast's vector search over
     item_embedding (k items). One request at a time, in this process."""
-    from recsys.features import get_store
+    from recsys.feature_store import get_store
 
     store = get_store()
     documents = FeastDocuments(store, schema.VIEW_ITEM_EMBEDDING)
@@ -219,8 +185,10 @@ def profile(model_dir: Path, user_ids: list[str], batch: int) -> dict:
     lone client sends them, CLIENTS as the predictor's micro-batcher merges concurrent requests under load."""
     from recsys.recommender import Recommender
     from recsys.request_models import RecommendRequest
+    from recsys.serving_state import ServingState
 
-    recommender = Recommender.from_settings(model_dir, poll=False)
+    state = ServingState.from_settings(model_dir, poll=False)
+    recommender = Recommender(state)
     try:
         singles = [RecommendRequest(user_id=u, k=K) for u in user_ids]
         calls = [singles[i : i + batch] for i in range(0, len(singles) - batch + 1, batch)]
@@ -233,7 +201,7 @@ def profile(model_dir: Path, user_ids: list[str], batch: int) -> dict:
         profiler.disable()
         wall = time.perf_counter() - started
     finally:
-        recommender.close()
+        state.close()
     stats = pstats.Stats(profiler)
     per_request_ms = {}
     for (path, _, name), (_, _, _, cumulative, _) in stats.stats.items():
@@ -255,13 +223,13 @@ def profile(model_dir: Path, user_ids: list[str], batch: int) -> dict:
 
 def prepare(root: Path, sz: dict) -> tuple[Path, list[str], dict]:
     """Generate, feast apply + materialize, train and publish: the state `recsys demo` leaves."""
-    from recsys import features
+    from recsys import feature_store
     from recsys.config import get_settings
     from recsys.publish import publish
 
     data = generate_data(get_settings().data_dir, **sz["data"])
-    features.apply()
-    features.materialize()
+    feature_store.apply()
+    feature_store.materialize()
     model_dir = fit_and_save(data, root / "model", epochs=sz["epochs"])
     report = publish(model_dir)
     import pandas as pd
@@ -276,13 +244,13 @@ def run() -> Result:
     with workspace("serve") as root:
         print("   serve: generate, feast apply/materialize, train, publish", flush=True)
         model_dir, users, publish_timings = prepare(root, sz)
-        port, log_path = free_port(), root / "serve.log"
-        proc = start_server(model_dir, port, log_path)
-        try:
-            wait_ready(proc, port, log_path)
+        with running_predictor(
+            model_dir, root / "serve.log", via_cli=True, cwd=ROOT, ready_timeout_s=SERVER_START_TIMEOUT_S
+        ) as server:
+            port = server.port
             load(port, users, CLIENTS, min(3.0, sz["seconds"]))  # warm-up: caches, pools, allocator
             print(f"   serve: {CLIENTS} clients for {sz['seconds']:.0f} s", flush=True)
-            watched = {"server": with_children(psutil.Process(proc.pid)), "postgres": our_postgres(root)}
+            watched = {"server": with_children(psutil.Process(server.process.pid)), "postgres": our_postgres(root)}
             before = {name: cpu_seconds(procs) for name, procs in watched.items()}
             busy = machine_busy_s()
             loaded = load(port, users, CLIENTS, sz["seconds"])
@@ -292,12 +260,6 @@ def run() -> Result:
             loaded["machine_busy_share"] = (machine_busy_s() - busy) / capacity
             client = Client(port)
             single_s = [client.call(u)[0] for u in users[: sz["single"]]]
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
         print("   serve: Feast path and profile", flush=True)
         feast = feast_path(users[: sz["feast"]])
         prof = {f"batch_{b}": profile(model_dir, users[: sz["profile"]], b) for b in (1, CLIENTS)}

@@ -13,6 +13,7 @@ from bench.common import Goal, Result, table
 from bench.env import load_note, quick, workspace
 from bench.fixtures import SEED, TEXT_COLUMNS, generate_data, random_vectors, training_hyperparameters
 from recsys import schema
+from recsys.contract import DEFAULT_SIZES
 
 GEN_GOAL_S = 10.0
 TRAIN_GOAL_PER_S = 100_000
@@ -36,7 +37,7 @@ def sizes() -> dict:
         "train": {"n_users": 2000, "n_items": 5000, "n_interactions": 200_000},
         "publish_vectors": 100_000,
         "texts": 1000,
-        "dag": {"n_users": 1000, "n_items": 5000, "n_interactions": 20000},
+        "dag": DEFAULT_SIZES,
     }
 
 
@@ -68,7 +69,7 @@ TRAINING_PARTS = {
     ("recsys/model/train.py", "_run_epoch"): "training epochs",
     ("~", "<method 'run_backward' of 'torch._C._EngineBase' objects>"): "backward pass",
     ("torch/optim/optimizer.py", "wrapper"): "optimizer step",
-    ("recsys/model/train.py", "sampled_softmax_loss"): "loss (in-batch softmax)",
+    ("recsys/model/loss.py", "sampled_softmax_loss"): "loss (in-batch softmax)",
     ("recsys/model/train.py", "_validation_metrics"): "validation (Recall@10 each epoch)",
 }
 
@@ -81,17 +82,19 @@ def training_speed(data: Path, epochs: int) -> dict:
 
     import torch
 
-    from recsys.model import evaluate
-    from recsys.model.train import Runtime, fit, read_data
+    from recsys.model.dataset import make_split
+    from recsys.model.distributed import Runtime
+    from recsys.model.train import fit
+    from recsys.model.training_data import read_training_data
 
     reports = []
-    dataset = read_data(data)
-    parts = evaluate.make_split(dataset.interactions, "temporal", SEED)
+    dataset = read_training_data(data)
+    parts = make_split(dataset.interactions, "temporal", SEED)
     profiler = cProfile.Profile()
     started = time.perf_counter()
     profiler.enable()
     result = fit(
-        dataset, parts, training_hyperparameters(epochs), Runtime(torch.device("cpu"), 0, 1), on_epoch=reports.append
+        dataset, parts, training_hyperparameters(epochs), Runtime(torch.device("cpu")), on_epoch=reports.append
     )
     profiler.disable()
     fit_s = time.perf_counter() - started
@@ -111,14 +114,15 @@ def training_speed(data: Path, epochs: int) -> dict:
 
 
 def publish_speed(n: int) -> dict:
-    from recsys import db, index
+    from recsys import db
+    from recsys.vector_index import tables, writes
 
     ids = [f"item_{i:07d}" for i in range(n)]
     vectors = random_vectors(n)
     with db.connect() as conn:
-        index.ensure_item_table(conn, "bench_publish")
+        tables.ensure_item_table(conn, "bench_publish")
         started = time.perf_counter()
-        result = index.upsert_vectors(conn, ids, vectors, "bench-publish", "bench_publish")
+        result = writes.upsert_vectors(conn, ids, vectors, "bench-publish", "bench_publish")
         total = time.perf_counter() - started
     return {
         "vectors": n,
@@ -126,7 +130,7 @@ def publish_speed(n: int) -> dict:
         "copy_s": result.copy_s,
         "copy_rows_per_s": result.copy_rows_per_s,
         "hnsw_build_s": result.index_build_s,
-        "maintenance_work_mem": index.HNSW_MAINTENANCE_WORK_MEM,
+        "maintenance_work_mem": tables.HNSW_MAINTENANCE_WORK_MEM,
     }
 
 
@@ -315,7 +319,7 @@ def markdown(d: dict) -> str:
             "timed per epoch without its validation pass; it counts the positive interactions it trains on "
             "(negative views are not examples). Product texts are left out of that data set: the MiniLM input "
             "is a one-off per item, cached by text hash, and measured on its own row. Publishing here is the "
-            "pgvector part of `recsys publish` (`index.upsert_vectors`: binary COPY into a temp table, merge, HNSW "
+            "pgvector part of `recsys publish` (`vector_index.writes.upsert_vectors`: binary COPY into a temp table, merge, HNSW "
             "build in one transaction); the Feast views it also writes are measured in the retrieval section.",
             "",
             table(["step", "time", "rate"], rows),

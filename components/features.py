@@ -18,10 +18,10 @@ def feast_apply(data: Input[Dataset], registry: Output[Artifact]) -> str:
     from pathlib import Path
 
     from components.staging import save_registry, stage_into_feature_repo
-    from recsys import features
+    from recsys import feature_store
 
     stage_into_feature_repo(Path(data.path))
-    deployed = features.apply()
+    deployed = feature_store.apply()
     save_registry(Path(registry.path))
     return json.dumps(deployed)
 
@@ -33,8 +33,8 @@ def materialize(data: Input[Dataset], registry: Input[Artifact]) -> str:
     from pathlib import Path
 
     from components.staging import restore_registry, stage_into_feature_repo
-    from recsys import features
+    from recsys import feature_store
 
     stage_into_feature_repo(Path(data.path))
     restore_registry(Path(registry.path))
-    return json.dumps(features.materialize())
+    return json.dumps(feature_store.materialize())

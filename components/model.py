@@ -13,14 +13,14 @@ def train(data: Input[Dataset], split: str, epochs: int, seed: int, model: Outpu
     from pathlib import Path
 
     from recsys.model.artifacts import MODEL_VERSION_FILE
+    from recsys.model.config import Hyperparameters
     from recsys.model.train import train as train_model
 
     def log_epoch(report) -> None:  # the step's log shows training progress
         print(f"epoch {report.epoch}: loss {report.loss:.4f} valid {report.valid}", flush=True)
 
-    model_dir = train_model(
-        Path(data.path), Path(model.path), split=split, epochs=int(epochs), seed=int(seed), on_epoch=log_epoch
-    )
+    hp = Hyperparameters(epochs=int(epochs), seed=int(seed))
+    model_dir = train_model(Path(data.path), Path(model.path), hp, split=split, on_epoch=log_epoch)
     model.metadata["model_version"] = (model_dir / MODEL_VERSION_FILE).read_text().strip()
     model.metadata["framework"] = "pytorch"
 

@@ -13,9 +13,9 @@ from typing import Any
 import yaml
 
 from recsys import schema
+from recsys.contract import GATE_METRIC
 
-GATE_METRIC = "recall@10"
-LOGGED_METRICS = ("recall@10", "ndcg@10")
+LOGGED_METRICS = (GATE_METRIC, "ndcg@10")
 
 
 def copy_data_files(source: Path, target: Path) -> list[Path]:
@@ -35,9 +35,9 @@ def copy_data_files(source: Path, target: Path) -> list[Path]:
 
 def feature_repo_data_dir() -> Path:
     """The folder the Feast file sources read (`data/` of the repo named by RECSYS_FEATURE_REPO)."""
-    from recsys import features
+    from recsys import feature_store
 
-    return features.resolve_repo() / "data"
+    return feature_store.resolve_repo() / "data"
 
 
 def stage_into_feature_repo(dataset_dir: Path) -> Path:
@@ -53,9 +53,9 @@ def stage_into_feature_repo(dataset_dir: Path) -> Path:
 
 def registry_file(repo: Path | None = None) -> Path | None:
     """The repo's Feast file registry, or None when the registry is not a local file (sql, gs://, s3://)."""
-    from recsys import features
+    from recsys import feature_store
 
-    repo = features.resolve_repo(repo)
+    repo = feature_store.resolve_repo(repo)
     registry = yaml.safe_load((repo / "feature_store.yaml").read_text()).get("registry")
     if isinstance(registry, dict):
         if registry.get("registry_type", "file") != "file":

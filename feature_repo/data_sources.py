@@ -2,9 +2,11 @@
 
 The three data files come from `recsys generate`; the four embedding files from `recsys publish`. A missing
 file only makes `feast apply` log a warning, so the repo applies before the first publish.
+Live user events (POST /v1/events) reach Feast through `interactions_push`, whose offline side is the same
+interactions file (the event log is merged into it before each retraining, see recsys.events.export).
 """
 
-from feast import FileSource
+from feast import FileSource, PushSource
 
 from recsys import schema
 
@@ -29,6 +31,12 @@ interactions_source = FileSource(
     path=f"data/{schema.INTERACTIONS_FILE}",
     timestamp_field=schema.TIMESTAMP,
     description="recommendation_interactions.parquet written by `recsys generate`.",
+)
+
+interactions_push = PushSource(
+    name=schema.PUSH_SOURCE_INTERACTIONS,
+    batch_source=interactions_source,
+    description="User events accepted by the predictor (POST /v1/events), pushed online after they are committed.",
 )
 
 item_embedding_source = FileSource(

@@ -7,7 +7,7 @@ TTL bounds how far back point-in-time joins look (Feast does not enforce it on o
 from datetime import timedelta
 
 from data_sources import (
-    interactions_source,
+    interactions_push,
     item_embedding_source,
     item_text_embedding_source,
     items_source,
@@ -76,10 +76,12 @@ interactions_features = FeatureView(
         Field(name=schema.REVIEW_TITLE, dtype=String),
         Field(name=schema.REVIEW_CONTENT, dtype=String),
     ],
-    source=interactions_source,
-    online=False,  # training data only: the history filter reads its own table
+    source=interactions_push,
+    # online: the latest live event per (user, item), pushed by the predictor (not materialized from the file);
+    # the online path's history filter and user tower read recsys.history, written in the events' transaction
+    online=True,
     tags={"team": "recsys", "kind": "events"},
-    description="User-item interaction events, for offline training sets.",
+    description="User-item interaction events: offline for training sets, online as pushed live events.",
 )
 
 item_embedding = FeatureView(

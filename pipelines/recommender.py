@@ -17,17 +17,25 @@ from components.features import feast_apply, materialize
 from components.model import evaluate, train
 from components.serving import deploy_inference_service, publish
 from components.settings import BASE_IMAGE
+from recsys.contract import (
+    DB_CLIENT_LABEL,
+    DB_CLIENT_LABEL_VALUE,
+    DEFAULT_IMAGE_MODEL,
+    DEFAULT_N_INTERACTIONS,
+    DEFAULT_N_ITEMS,
+    DEFAULT_N_USERS,
+    SERVED_MODEL_NAME,
+)
 
 PIPELINE_NAME = "recsys-two-tower"
 DB_SECRET_KEY = "dsn"  # key of the DSN in the Postgres Secret (manifests/base/secret-templates.yaml)
-DB_CLIENT_LABEL = ("recsys.io/db-client", "true")  # the NetworkPolicy admits only pods with this label
 GPU_RESOURCE = "nvidia.com/gpu"
 
 
 def _talks_to_postgres(task: dsl.PipelineTask, secret_name: str) -> dsl.PipelineTask:
     """The DSN comes from a Secret reference (no value in the YAML); the label opens the NetworkPolicy."""
     kubernetes.use_secret_as_env(task, secret_name=secret_name, secret_key_to_env={DB_SECRET_KEY: "RECSYS_PG_DSN"})
-    kubernetes.add_pod_label(task, *DB_CLIENT_LABEL)
+    kubernetes.add_pod_label(task, DB_CLIENT_LABEL, DB_CLIENT_LABEL_VALUE)
     return task
 
 
@@ -77,12 +85,12 @@ def offline_steps(
 
 @dsl.pipeline(name=PIPELINE_NAME, description="Two-tower recommender: data, Feast, training, gate, publish, KServe")
 def recommender_pipeline(
-    n_users: int = 1000,
-    n_items: int = 5000,
-    n_interactions: int = 20000,
+    n_users: int = DEFAULT_N_USERS,
+    n_items: int = DEFAULT_N_ITEMS,
+    n_interactions: int = DEFAULT_N_INTERACTIONS,
     seed: int = 42,
     with_images: bool = False,
-    image_model: str = "runwayml/stable-diffusion-v1-5",
+    image_model: str = DEFAULT_IMAGE_MODEL,
     image_device: str = "auto",
     image_steps: int = 25,
     image_size: int = 512,
@@ -93,7 +101,7 @@ def recommender_pipeline(
     split: str = "temporal",
     min_recall_at_10: float = 0.05,
     deploy: bool = True,
-    service_name: str = "recommender",
+    service_name: str = SERVED_MODEL_NAME,
     namespace: str = "recsys",
     serving_image: str = BASE_IMAGE,
     db_secret_name: str = "recsys-postgres",

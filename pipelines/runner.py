@@ -11,8 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from recsys.config import get_settings
-
-LOCAL_SIZES = {"n_users": 1000, "n_items": 5000, "n_interactions": 20000}
+from recsys.contract import DEFAULT_SIZES
 
 
 @dataclass(frozen=True)
@@ -63,7 +62,7 @@ def run_local(pipeline_root: Path | None = None, **arguments: Any) -> LocalRun:
     with warnings.catch_warnings():
         # kfp.local warns, per step, that cluster-only settings (GPU, limits, image) do not apply here
         warnings.filterwarnings("ignore", message=".*(no effect in the current local runner|non-Python base image)")
-        recommender_pipeline(**{**LOCAL_SIZES, "deploy": False, **arguments})
+        recommender_pipeline(**{**DEFAULT_SIZES, "deploy": False, **arguments})
     seconds = time.perf_counter() - started
 
     new_runs = sorted(set(root.glob(f"{PIPELINE_NAME}-*")) - before)

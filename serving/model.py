@@ -1,9 +1,10 @@
-"""RecommenderModel: the KServe predictor over recsys.recommender.Recommender.
+"""RecommenderModel: the KServe predictor over recsys.serving_state.ServingState (pool, store, live version)
+and its request side: recsys.recommender.Recommender and recsys.search.Searcher.
 
 V1 `POST /v1/models/recommender:predict` takes `{"instances": [...]}` (see recsys.request_models) and answers
-`{"predictions": [...]}`; V2 `POST /v2/models/recommender/infer` takes `user_id` (BYTES [n]) and an optional
-`k` (INT32/INT64, [1] or [n]) and answers `item_id` (BYTES [n, k]) and `score` (FP32 [n, k]); rows with fewer
-than k items are padded with "" and 0.0.
+`{"predictions": [...]}` (recsys.response_models.PredictResponse); V2 `POST /v2/models/recommender/infer` takes
+`user_id` (BYTES [n]) and an optional `k` (INT32/INT64, [1] or [n]) and answers `item_id` (BYTES [n, k]) and
+`score` (FP32 [n, k]); rows with fewer than k items are padded with "" and 0.0.
 
 Status codes: bad input -> 400 {"error": "<field>: <why>"}; no consistent model version or database down ->
 503; anything unexpected -> 500 with a generic message (details only in the server log). predict is async
@@ -22,14 +23,16 @@ import numpy as np
 from kserve import InferOutput, InferRequest, InferResponse, Model
 from kserve.errors import InferenceError, InvalidInput, ModelNotReady
 
-from recsys.recommender import NotReady, Recommender
+from recsys.contract import SERVED_MODEL_NAME
+from recsys.recommender import Recommender
 from recsys.request_models import MAX_ID_CHARS, MAX_INSTANCES, MAX_K, RecommendRequest, RequestError, parse_instances
+from recsys.response_models import Prediction, PredictResponse, Recommendation
 from recsys.search import Searcher
+from recsys.serving_state import NotReady, ServingState
 from serving.batching import MicroBatcher
 
 log = logging.getLogger(__name__)
 
-MODEL_NAME = "recommender"
 V2_USER_ID, V2_K, V2_ITEM_ID, V2_SCORE = "user_id", "k", "item_id", "score"
 V2_INT_TYPES = ("INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64")
 REQUEST_DEADLINE_S = 5.0  # a request still running after this answers 503 (its batch finishes on its own)
@@ -78,7 +81,7 @@ def parse_v2_request(request: InferRequest) -> list[RecommendRequest]:
     return [RecommendRequest(user_id=user_id, k=k) for user_id, k in zip(ids, ks, strict=True)]
 
 
-def v2_response(request: InferRequest, model_name: str, predictions: list[dict[str, Any]]) -> InferResponse:
+def v2_response(request: InferRequest, model_name: str, predictions: list[Recommendation]) -> InferResponse:
     width = max((len(p["items"]) for p in predictions), default=0)
     item_ids, scores = [], []
     for p in predictions:
@@ -101,36 +104,42 @@ def v2_response(request: InferRequest, model_name: str, predictions: list[dict[s
 class RecommenderModel(Model):
     """The `recommender` model of a KServe ModelServer."""
 
-    def __init__(self, name: str = MODEL_NAME, model_dir: Path | None = None, deadline_s: float = REQUEST_DEADLINE_S):
+    def __init__(
+        self, name: str = SERVED_MODEL_NAME, model_dir: Path | None = None, deadline_s: float = REQUEST_DEADLINE_S
+    ):
         super().__init__(name)
         self.model_dir = model_dir
         self.deadline_s = deadline_s
+        self.state: ServingState | None = None
         self.recommender: Recommender | None = None
         self.batcher: MicroBatcher[RecommendRequest] | None = None
         self.searcher: Searcher | None = None  # query / item_id instances (recsys.search)
 
     def load(self) -> bool:
-        """Build the Recommender (it keeps retrying the database and the live version in the background).
+        """Build the serving state (it keeps retrying the database and the live version in the background) and
+        the request side over it.
 
         `ready` is True once the process is set up; whether requests can be served is `healthy()`.
         """
-        if self.recommender is None:
-            self.recommender = Recommender.from_settings(self.model_dir)
+        if self.state is None:
+            self.state = ServingState.from_settings(self.model_dir)
+            self.recommender = Recommender(self.state)
             self.batcher = MicroBatcher(self.recommender.recommend, workers=BATCH_WORKERS, max_instances=MAX_INSTANCES)
         if self.searcher is None:
-            self.searcher = Searcher(self.recommender)  # loads the query encoder once, here
+            self.searcher = Searcher(self.state, self.recommender)  # loads the query encoder once, here
         self.ready = True
         return self.ready
 
     async def healthy(self) -> bool:
-        return self.recommender is not None and self.recommender.ready()
+        return self.state is not None and self.state.ready()
 
     def stop(self) -> None:
         if self.batcher is not None:
             self.batcher.close()
             self.batcher = None
-        if self.recommender is not None:
-            self.recommender.close()
+        if self.state is not None:
+            self.state.close()
+            self.state = None
             self.recommender = None
             self.searcher = None
             log.info("predictor stopped: database pool closed")
@@ -142,17 +151,17 @@ class RecommenderModel(Model):
 
     async def predict(
         self, payload: dict | InferRequest, headers: dict[str, str] | None = None
-    ) -> dict[str, Any] | InferResponse:
+    ) -> PredictResponse | InferResponse:
         try:
             requests = parse_v2_request(payload) if isinstance(payload, InferRequest) else parse_instances(payload)
         except RequestError as exc:
             raise InvalidInput(str(exc)) from None
         predictions = await self._recommend(requests)
         if isinstance(payload, InferRequest):
-            return v2_response(payload, self.name, predictions)
-        return {"predictions": predictions}
+            return v2_response(payload, self.name, predictions)  # V2 carries only recommendations
+        return PredictResponse(predictions=predictions)
 
-    async def _recommend(self, requests: list[Any]) -> list[dict[str, Any]]:
+    async def _recommend(self, requests: list[Any]) -> list[Prediction]:
         if self.recommender is None or self.searcher is None or self.batcher is None:
             raise ModelNotReady(self.name)
         try:
@@ -170,7 +179,7 @@ class RecommenderModel(Model):
     @staticmethod
     async def _answer(
         searcher: Searcher, batcher: MicroBatcher[RecommendRequest], requests: list[Any]
-    ) -> list[dict[str, Any]]:
+    ) -> list[Prediction]:
         """Recommendations and searches of one call, in instance order; searches first (they may reject an item_id).
 
         Recommendations go through the micro-batcher (merged with other calls' recommendations); searches run in
@@ -178,7 +187,7 @@ class RecommenderModel(Model):
         """
         searches = [i for i, r in enumerate(requests) if not isinstance(r, RecommendRequest)]
         recommends = [i for i, r in enumerate(requests) if isinstance(r, RecommendRequest)]
-        out: list[dict[str, Any]] = [{}] * len(requests)
+        out: dict[int, Prediction] = {}
         if searches:
             labels = [f"instances[{i}]" for i in searches]
             answers = await asyncio.to_thread(searcher.answer, [requests[i] for i in searches], labels=labels)
@@ -188,4 +197,4 @@ class RecommenderModel(Model):
             answers = await batcher.submit([requests[i] for i in recommends])
             for i, answer in zip(recommends, answers, strict=True):
                 out[i] = answer
-        return out
+        return [out[i] for i in range(len(requests))]

@@ -1,4 +1,5 @@
-"""Helpers of the online-path tests: a trained + published tiny model, and a predictor process on a free port.
+"""Helpers of the online-path tests: a trained + published tiny model, and a predictor process on a free port
+(recsys.predictor_process).
 
 `python tests/serving_setup.py DATA REPO MODEL_DIR SEED` runs the same setup in a fresh process, so a test can
 publish into a second Postgres (RECSYS_PG_DSN of that process) without touching this process's settings.
@@ -8,15 +9,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-
-import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_EPOCHS = 2
@@ -64,9 +61,9 @@ def settings_restored() -> Iterator[None]:
 
 
 def _clear_store_cache() -> None:
-    from recsys import features
+    from recsys import feature_store
 
-    cache_clear = getattr(features.get_store, "cache_clear", None)
+    cache_clear = getattr(feature_store.get_store, "cache_clear", None)
     if cache_clear is not None:
         cache_clear()
 
@@ -74,17 +71,18 @@ def _clear_store_cache() -> None:
 def train_model(data_dir: Path, model_dir: Path, seed: int) -> str:
     """Train a tiny model; returns its model_version."""
     from recsys.model.artifacts import load_model
+    from recsys.model.config import Hyperparameters
     from recsys.model.train import train
 
-    train(data_dir, model_dir, epochs=TINY_EPOCHS, seed=seed)
+    train(data_dir, model_dir, Hyperparameters(epochs=TINY_EPOCHS, seed=seed))
     return load_model(model_dir).model_version
 
 
 def apply_and_materialize(repo: Path) -> None:
-    from recsys import features
+    from recsys import feature_store
 
-    features.apply(repo)
-    features.materialize(repo)
+    feature_store.apply(repo)
+    feature_store.materialize(repo)
 
 
 def publish_model(model_dir: Path, repo: Path) -> None:
@@ -113,56 +111,18 @@ def setup_published_in_subprocess(data_dir: Path, repo: Path, model_dir: Path, s
     return out.stdout.strip().splitlines()[-1]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextmanager
 def predictor(
     model_dir: Path, log_path: Path, env: dict[str, str] | None = None, via_cli: bool = False
 ) -> Iterator[str]:
     """`python -m serving` (or `recsys serve`) on a free port until the block ends; yields its base URL once
     it is ready."""
-    port = free_port()
-    if via_cli:
-        command = [str(Path(sys.executable).with_name("recsys")), "serve", "--model-dir", str(model_dir),
-                   "--http-port", str(port)]  # fmt: skip
-    else:
-        command = [sys.executable, "-m", "serving", "--model-dir", str(model_dir), "--http_port", str(port)]
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(
-            command, env={**os.environ, **(env or {})}, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(url, proc, log_path)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+    from recsys.predictor_process import running_predictor
 
-
-def wait_ready(url: str, proc: subprocess.Popen | None = None, log_path: Path | None = None,
-               timeout_s: float = SERVER_START_TIMEOUT_S) -> None:  # fmt: skip
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            tail = log_path.read_text()[-4000:] if log_path else ""
-            raise RuntimeError(f"predictor exited with {proc.returncode}:\n{tail}")
-        try:
-            if httpx.get(f"{url}/v1/models/recommender", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    tail = log_path.read_text()[-4000:] if log_path else ""
-    raise TimeoutError(f"predictor at {url} not ready after {timeout_s} s:\n{tail}")
+    with running_predictor(
+        model_dir, log_path, via_cli=via_cli, env=env, cwd=ROOT, ready_timeout_s=SERVER_START_TIMEOUT_S
+    ) as running:
+        yield running.url
 
 
 if __name__ == "__main__":

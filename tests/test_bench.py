@@ -65,13 +65,13 @@ def test_bulk_feast_rows_equal_feast_written_rows(pg_dsn: str) -> None:
 
     from bench.env import workspace
     from bench.fixtures import FeastDocuments, copy_into_feast_view, feast_table, random_vectors
-    from recsys import db, features, schema
+    from recsys import db, feature_store, schema
 
     ids = [f"item_{i}" for i in range(30)]
     vectors = random_vectors(30)
     with workspace("test") as root:
         assert (root / "feature_repo" / "feature_store.yaml").is_file()
-        features.apply()
+        feature_store.apply()
         now = pd.Timestamp("2026-01-01", tz="UTC")
         frame = pd.DataFrame(
             {
@@ -85,7 +85,7 @@ def test_bulk_feast_rows_equal_feast_written_rows(pg_dsn: str) -> None:
         table = feast_table(schema.VIEW_ITEM_EMBEDDING)
         with db.connect() as conn:  # the session database is shared: other tests may have written this view
             conn.execute(sql.SQL("TRUNCATE {}").format(sql.Identifier(table)))
-        features.write_embedding_view(schema.VIEW_ITEM_EMBEDDING, frame)
+        feature_store.write_embedding_view(schema.VIEW_ITEM_EMBEDDING, frame)
         query = sql.SQL(
             "SELECT entity_key, feature_name, value, value_text, vector_value::text FROM {} ORDER BY 1, 2"
         ).format(sql.Identifier(table))
@@ -94,7 +94,7 @@ def test_bulk_feast_rows_equal_feast_written_rows(pg_dsn: str) -> None:
         copy_into_feast_view(schema.VIEW_ITEM_EMBEDDING, ids, vectors, "v1")
         with db.connect() as conn:
             written_by_copy = conn.execute(query).fetchall()
-        found = FeastDocuments(features.get_store(), schema.VIEW_ITEM_EMBEDDING).top_k(vectors[3], 5)
+        found = FeastDocuments(feature_store.get_store(), schema.VIEW_ITEM_EMBEDDING).top_k(vectors[3], 5)
 
     assert len(written_by_feast) == 2 * len(ids)
     assert written_by_copy == written_by_feast

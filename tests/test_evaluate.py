@@ -1,4 +1,5 @@
-"""Splits, ranking metrics and baselines of recsys.model.evaluate on hand-made and small synthetic data."""
+"""Splits and weights (recsys.model.dataset), ranking metrics and baselines (recsys.model.evaluate), on hand-made
+and small synthetic data."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ import pandas as pd
 import pytest
 
 from recsys import schema
+from recsys.model import dataset as ds
 from recsys.model import evaluate as ev
-from recsys.model.baselines import fit_ease, fit_itemknn, fit_popularity
+from recsys.model.baselines import EASE_LAMBDAS, fit_ease, fit_itemknn, fit_popularity
 
 pytestmark = pytest.mark.unit
 
@@ -113,16 +115,16 @@ def test_positive_mask_and_weights_follow_schema() -> None:
             schema.RATING: pd.array([None, None, None, None, 5.0, None], "Float64"),
         }
     )
-    weights = ev.interaction_weights(frame)
+    weights = ds.interaction_weights(frame)
     assert weights.tolist() == pytest.approx([3.0, 2.0, 1.0, 0.0, 5 * schema.RATE_WEIGHT_PER_STAR, 1.0])
-    assert ev.positive_mask(frame).tolist() == [True, True, True, False, True, True]
-    assert ev.positive_mask(frame.drop(columns=[schema.INTERACTION_TYPE])).all()
+    assert ds.positive_mask(frame).tolist() == [True, True, True, False, True, True]
+    assert ds.positive_mask(frame.drop(columns=[schema.INTERACTION_TYPE])).all()
 
 
 # ------------------------------------------------------------------------------------------ splits
 def test_temporal_split_holds_out_each_users_latest_interactions() -> None:
     interactions = clustered_interactions()
-    split = ev.make_split(interactions, "temporal")
+    split = ds.make_split(interactions, "temporal")
     assert len(split.train) + len(split.valid) + len(split.test) == len(interactions)
     assert set(split.train[schema.INTERACTION_ID]).isdisjoint(split.test[schema.INTERACTION_ID])
     last_train = split.train.groupby(schema.USER_ID)[schema.TIMESTAMP].max()
@@ -136,14 +138,14 @@ def test_temporal_split_holds_out_each_users_latest_interactions() -> None:
 
 def test_random_split_is_80_10_10_per_user_seeded_and_without_leakage() -> None:
     interactions = clustered_interactions()
-    split = ev.make_split(interactions, "random", seed=3)
+    split = ds.make_split(interactions, "random", seed=3)
     parts = [split.train, split.valid, split.test]
     ids = [set(p[schema.INTERACTION_ID]) for p in parts]
     assert sum(map(len, ids)) == len(interactions) == len(set().union(*ids))
     for part, share in zip(parts, (24, 3, 3), strict=True):
         assert part.groupby(schema.USER_ID).size().eq(share).all()
-    again = ev.make_split(interactions, "random", seed=3)
-    other = ev.make_split(interactions, "random", seed=4)
+    again = ds.make_split(interactions, "random", seed=3)
+    other = ds.make_split(interactions, "random", seed=4)
     assert set(again.test[schema.INTERACTION_ID]) == ids[2] != set(other.test[schema.INTERACTION_ID])
     # random, not temporal: some held-out interactions are older than some training ones of the same user
     assert (
@@ -153,14 +155,14 @@ def test_random_split_is_80_10_10_per_user_seeded_and_without_leakage() -> None:
 
 
 def test_users_with_few_interactions_stay_in_train() -> None:
-    interactions = clustered_interactions(per_user=ev.MIN_INTERACTIONS_TO_HOLD_OUT - 1)
-    split = ev.make_split(interactions, "temporal")
+    interactions = clustered_interactions(per_user=ds.MIN_INTERACTIONS_TO_HOLD_OUT - 1)
+    split = ds.make_split(interactions, "temporal")
     assert len(split.train) == len(interactions) and split.valid.empty and split.test.empty
 
 
 def test_unknown_split_kind_is_rejected() -> None:
     with pytest.raises(ValueError, match="unknown split 'weekly'"):
-        ev.make_split(clustered_interactions(n_users=5), "weekly")
+        ds.make_split(clustered_interactions(n_users=5), "weekly")
 
 
 def test_eval_set_drops_negatives_and_known_items_from_relevance() -> None:
@@ -181,16 +183,16 @@ def test_eval_set_drops_negatives_and_known_items_from_relevance() -> None:
 
 # ------------------------------------------------------------------------------------------ baselines
 @pytest.fixture(scope="module")
-def clustered_split() -> tuple[pd.Index, pd.Index, ev.Split]:
+def clustered_split() -> tuple[pd.Index, pd.Index, ds.Split]:
     interactions = clustered_interactions()
     users = pd.Index(sorted(interactions[schema.USER_ID].unique()))
     items = pd.Index(sorted(interactions[schema.ITEM_ID].unique()))
-    return users, items, ev.make_split(interactions, "temporal")
+    return users, items, ds.make_split(interactions, "temporal")
 
 
-def test_baselines_beat_random_scores(clustered_split: tuple[pd.Index, pd.Index, ev.Split]) -> None:
+def test_baselines_beat_random_scores(clustered_split: tuple[pd.Index, pd.Index, ds.Split]) -> None:
     users, items, split = clustered_split
-    matrix = ev.interaction_matrix(split.train, users, items)
+    matrix = ds.interaction_matrix(split.train, users, items)
     test_set = ev.build_eval_set(pd.concat([split.train, split.valid]), split.test, users, items)
     rng = np.random.default_rng(0)
     random_recall = ev.score_eval_set(lambda rows: rng.random((len(rows), len(items))), test_set)["recall@10"]
@@ -202,9 +204,9 @@ def test_baselines_beat_random_scores(clustered_split: tuple[pd.Index, pd.Index,
     assert recalls["itemknn"] > recalls["popularity"] and recalls["ease"] > recalls["popularity"]
 
 
-def test_ease_lambda_is_the_best_on_the_validation_part(clustered_split: tuple[pd.Index, pd.Index, ev.Split]) -> None:
+def test_ease_lambda_is_the_best_on_the_validation_part(clustered_split: tuple[pd.Index, pd.Index, ds.Split]) -> None:
     users, items, split = clustered_split
-    matrix = ev.interaction_matrix(split.train, users, items)
+    matrix = ds.interaction_matrix(split.train, users, items)
     valid_set = ev.build_eval_set(split.train, split.valid, users, items)
     grid = (0.5, 20.0, 5000.0)
     chosen, _ = ev.choose_ease_lambda(matrix, valid_set, grid)
@@ -229,7 +231,7 @@ def test_report_on_minimal_parquet_files(tmp_path: Path) -> None:
     assert set(report["baselines"]) == {"popularity", "itemknn", "ease"}
     assert set(report["model"]) == {f"{m}@{k}" for m in ("recall", "ndcg", "hit", "mrr") for k in (10, 20)}
     assert seen["shape"] == (report["details"]["users_evaluated"], 200)
-    assert report["details"]["ease_lambda"] in ev.EASE_LAMBDAS
+    assert report["details"]["ease_lambda"] in EASE_LAMBDAS
     assert report["baselines"]["ease"]["recall@10"] > report["model"]["recall@10"]  # random model scores
     assert "model" not in ev.evaluate_model_and_baselines(data_dir, None, "temporal")
 

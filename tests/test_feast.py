@@ -10,7 +10,7 @@ import pytest
 from psycopg import sql
 from typer.testing import CliRunner
 
-from recsys import db, features, schema
+from recsys import db, feature_store, schema
 from recsys.cli import app
 
 pytestmark = pytest.mark.integration
@@ -55,13 +55,13 @@ def test_cli_apply_without_a_repo_exits_2(tmp_path: Path) -> None:
 
 
 def test_materialize_round_trip_and_idempotent(pg_dsn: str, feature_repo_copy: Path) -> None:
-    features.apply(feature_repo_copy)
-    counts = features.materialize(feature_repo_copy)
+    feature_store.apply(feature_repo_copy)
+    counts = feature_store.materialize(feature_repo_copy)
     users = pd.read_parquet(feature_repo_copy / "data" / schema.USERS_FILE)
     items = pd.read_parquet(feature_repo_copy / "data" / schema.ITEMS_FILE)
     assert counts == {schema.VIEW_ITEM_FEATURES: len(items), schema.VIEW_USER_FEATURES: len(users)}
 
-    store = features.get_store(feature_repo_copy)
+    store = feature_store.get_store(feature_repo_copy)
     future = items[items[schema.ARRIVAL_DATE] > pd.Timestamp.now(tz="UTC")]
     assert len(future), "the tiny data set should hold items that have not arrived yet"
     picked = pd.concat([items.iloc[[0, 7, -1]], future.iloc[:1]])
@@ -87,13 +87,13 @@ def test_materialize_round_trip_and_idempotent(pg_dsn: str, feature_repo_copy: P
     for column in user_columns:
         assert online[column] == list(users[column].iloc[[0, 42, -1]]), column
 
-    before = {view: online_rows(store.project, view) for view in features.MATERIALIZED_VIEWS}
-    assert features.materialize(feature_repo_copy) == counts
-    assert {view: online_rows(store.project, view) for view in features.MATERIALIZED_VIEWS} == before
+    before = {view: online_rows(store.project, view) for view in feature_store.MATERIALIZED_VIEWS}
+    assert feature_store.materialize(feature_repo_copy) == counts
+    assert {view: online_rows(store.project, view) for view in feature_store.MATERIALIZED_VIEWS} == before
 
 
 def test_write_embedding_view_round_trip(pg_dsn: str, feature_repo_copy: Path) -> None:
-    features.apply(feature_repo_copy)
+    feature_store.apply(feature_repo_copy)
     rng = np.random.default_rng(0)
     ids = ["i00001", "i00002", "i00003"]
     vectors = rng.normal(size=(len(ids), schema.EMBEDDING_DIM)).astype(np.float32)
@@ -105,10 +105,10 @@ def test_write_embedding_view_round_trip(pg_dsn: str, feature_repo_copy: Path) -
             schema.EVENT_TIMESTAMP: pd.Timestamp.now(tz="UTC"),
         }
     )
-    assert features.write_embedding_view(schema.VIEW_ITEM_EMBEDDING, frame, feature_repo_copy) == len(ids)
+    assert feature_store.write_embedding_view(schema.VIEW_ITEM_EMBEDDING, frame, feature_repo_copy) == len(ids)
 
     online = (
-        features.get_store(feature_repo_copy)
+        feature_store.get_store(feature_repo_copy)
         .get_online_features(
             features=[
                 f"{schema.VIEW_ITEM_EMBEDDING}:{schema.ITEM_VECTOR}",
@@ -121,12 +121,12 @@ def test_write_embedding_view_round_trip(pg_dsn: str, feature_repo_copy: Path) -
     np.testing.assert_allclose(np.array(online[schema.ITEM_VECTOR]), vectors[::-1], rtol=1e-6)
     assert online[schema.MODEL_VERSION] == ["v-test"] * len(ids)
 
-    with pytest.raises(features.FeatureStoreError, match="lacks columns"):
-        features.write_embedding_view(
+    with pytest.raises(feature_store.FeatureStoreError, match="lacks columns"):
+        feature_store.write_embedding_view(
             schema.VIEW_ITEM_EMBEDDING, frame.drop(columns=[schema.MODEL_VERSION]), feature_repo_copy
         )
-    with pytest.raises(features.FeatureStoreError, match="unknown feature view"):
-        features.write_embedding_view("no_such_view", frame, feature_repo_copy)
+    with pytest.raises(feature_store.FeatureStoreError, match="unknown feature view"):
+        feature_store.write_embedding_view("no_such_view", frame, feature_repo_copy)
 
 
 def test_materialize_before_apply_exits_2_with_a_hint(pg_dsn: str, feature_repo_copy: Path) -> None:

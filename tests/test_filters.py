@@ -198,7 +198,7 @@ def test_bad_instances_name_the_field(payload, field):
 def test_filter_config_from_a_json_file(tmp_path) -> None:
     from pydantic import ValidationError
 
-    from recsys.recommender import load_filter_config
+    from recsys.filters import load_filter_config
 
     assert load_filter_config(None) == FilterConfig()
     path = tmp_path / "filters.json"

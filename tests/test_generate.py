@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from recsys import schema
 from recsys.cli import app
-from recsys.data import catalog
+from recsys.data import taxonomy
 from recsys.data.generate import GenerationError, generate
 
 pytestmark = pytest.mark.unit
@@ -36,10 +36,10 @@ def frames(tiny_data: Path) -> dict[str, pd.DataFrame]:
 
 
 def test_catalogue_is_amazon_like() -> None:
-    assert len(catalog.DEPARTMENTS) >= 8
-    assert len(catalog.LEAVES) >= 40
-    assert len({leaf.name for leaf in catalog.LEAVES}) == len(catalog.LEAVES)  # preferences name leaves
-    assert "Electronics|Audio|Headphones" in {leaf.path for leaf in catalog.LEAVES}
+    assert len(taxonomy.DEPARTMENTS) >= 8
+    assert len(taxonomy.LEAVES) >= 40
+    assert len({leaf.name for leaf in taxonomy.LEAVES}) == len(taxonomy.LEAVES)  # preferences name leaves
+    assert "Electronics|Audio|Headphones" in {leaf.path for leaf in taxonomy.LEAVES}
 
 
 @pytest.mark.parametrize("name", schema.DATA_FILES)
@@ -61,7 +61,7 @@ def test_exact_sizes_and_ids(frames: dict[str, pd.DataFrame]) -> None:
 def test_items_look_like_products(frames: dict[str, pd.DataFrame]) -> None:
     items = frames[schema.ITEMS_FILE]
     leaf_of = items[schema.CATEGORY].str.split(schema.CATEGORY_SEPARATOR).str[-1]
-    by_leaf = {leaf.name: leaf for leaf in catalog.LEAVES}
+    by_leaf = {leaf.name: leaf for leaf in taxonomy.LEAVES}
     # the text names the category: a synonym of the leaf is in the name and the leaf in the description
     for name, about, leaf in zip(items[schema.PRODUCT_NAME], items[schema.ABOUT_PRODUCT], leaf_of, strict=True):
         assert any(s.lower() in name.lower() for s in by_leaf[leaf].synonyms)
@@ -76,7 +76,7 @@ def test_items_look_like_products(frames: dict[str, pd.DataFrame]) -> None:
 
 def test_users_have_one_to_five_leaf_preferences(frames: dict[str, pd.DataFrame]) -> None:
     prefs = frames[schema.USERS_FILE][schema.PREFERENCES].str.split(schema.PREFERENCE_SEPARATOR)
-    leaves = {leaf.name for leaf in catalog.LEAVES}
+    leaves = {leaf.name for leaf in taxonomy.LEAVES}
     assert prefs.map(len).between(1, 5).all()
     assert all(set(p) <= leaves and len(set(p)) == len(p) for p in prefs)
 

@@ -233,7 +233,7 @@ def test_unreachable_model_is_a_clear_error(tmp_path: Path, model: str, message:
 
 
 @pytest.mark.unit
-def test_default_model_error_points_at_the_moved_hub_repo(tmp_path: Path) -> None:
+def test_default_model_error_names_its_hub_repo(tmp_path: Path) -> None:
     items_path = write_items(tmp_path / schema.ITEMS_FILE, n=1)
     with pytest.raises(ImageError, match="hf download stable-diffusion-v1-5/stable-diffusion-v1-5"):
         generate_images(items_path, tmp_path / "images", **TINY)

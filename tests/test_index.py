@@ -8,7 +8,9 @@ import numpy as np
 import psycopg
 import pytest
 
-from recsys import db, index, schema
+from recsys import db, schema
+from recsys.vector_index import queries as vector_queries
+from recsys.vector_index import registry, tables, writes
 
 pytestmark = pytest.mark.integration
 DIM = 16
@@ -26,7 +28,7 @@ def conn(pg_dsn: str) -> Iterator[psycopg.Connection]:
     connection.execute("DROP SCHEMA IF EXISTS test_index CASCADE")
     connection.execute("CREATE SCHEMA test_index")
     connection.execute("SET search_path = test_index, public")
-    index.ensure_item_table(connection, TABLE, DIM)
+    tables.ensure_item_table(connection, TABLE, DIM)
     yield connection
     connection.execute("DROP SCHEMA test_index CASCADE")
     connection.close()
@@ -46,7 +48,7 @@ def table_rows(conn: psycopg.Connection) -> list[tuple]:
 
 
 def test_table_has_typed_vector_column_and_hnsw_index_used_by_ann_query(conn: psycopg.Connection) -> None:
-    result = index.upsert_vectors(conn, ids(2000), unit_vectors(2000), "v1", table=TABLE)
+    result = writes.upsert_vectors(conn, ids(2000), unit_vectors(2000), "v1", table=TABLE)
     assert result.written == 2000 and result.index_build_s is not None
     column_type = conn.execute(
         "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = %s::regclass AND attname = %s",
@@ -54,7 +56,7 @@ def test_table_has_typed_vector_column_and_hnsw_index_used_by_ann_query(conn: ps
     ).fetchone()[0]
     assert column_type == f"vector({DIM})"
     index_def = conn.execute(
-        "SELECT indexdef FROM pg_indexes WHERE indexname = %s", (index.hnsw_index_name(TABLE),)
+        "SELECT indexdef FROM pg_indexes WHERE indexname = %s", (tables.hnsw_index_name(TABLE),)
     ).fetchone()[0]
     assert "USING hnsw" in index_def and "vector_cosine_ops" in index_def
     plan = "\n".join(
@@ -64,9 +66,9 @@ def test_table_has_typed_vector_column_and_hnsw_index_used_by_ann_query(conn: ps
             (unit_vectors(1)[0],),
         ).fetchall()
     )
-    assert index.hnsw_index_name(TABLE) in plan
+    assert tables.hnsw_index_name(TABLE) in plan
     with pytest.raises(ValueError, match=r"holds vector\(16\), not vector\(64\)"):
-        index.ensure_item_table(conn, TABLE, 64)
+        tables.ensure_item_table(conn, TABLE, 64)
 
 
 @pytest.mark.parametrize(
@@ -82,10 +84,10 @@ def test_table_has_typed_vector_column_and_hnsw_index_used_by_ann_query(conn: ps
 def test_bad_vectors_are_rejected_and_nothing_is_written(
     conn: psycopg.Connection, vectors: np.ndarray, message: str
 ) -> None:
-    index.upsert_vectors(conn, ids(3), unit_vectors(3, seed=5), "v1", table=TABLE)
+    writes.upsert_vectors(conn, ids(3), unit_vectors(3, seed=5), "v1", table=TABLE)
     before = table_rows(conn)
     with pytest.raises(ValueError, match=message):
-        index.upsert_vectors(conn, ids(3), vectors, "v2", table=TABLE)
+        writes.upsert_vectors(conn, ids(3), vectors, "v2", table=TABLE)
     assert table_rows(conn) == before
     registered = f"SELECT count(*) FROM {schema.MODEL_REGISTRY_TABLE} WHERE {schema.MODEL_VERSION} = 'v2'"
     assert conn.execute(registered).fetchone()[0] == 0
@@ -93,12 +95,12 @@ def test_bad_vectors_are_rejected_and_nothing_is_written(
 
 def test_upsert_twice_leaves_the_same_state(conn: psycopg.Connection) -> None:
     vectors = unit_vectors(50)
-    index.upsert_vectors(conn, ids(50), vectors, "v1", table=TABLE)
+    writes.upsert_vectors(conn, ids(50), vectors, "v1", table=TABLE)
     first = table_rows(conn)
-    again = index.upsert_vectors(conn, ids(50), vectors, "v1", table=TABLE)
+    again = writes.upsert_vectors(conn, ids(50), vectors, "v1", table=TABLE)
     assert (again.written, again.deleted, again.index_build_s) == (0, 0, None)
     assert table_rows(conn) == first
-    loaded_ids, loaded = index.load_vectors(conn, "v1", table=TABLE)
+    loaded_ids, loaded = vector_queries.load_vectors(conn, "v1", table=TABLE)
     assert loaded_ids == ids(50)
     np.testing.assert_array_equal(loaded, vectors)
 
@@ -112,45 +114,45 @@ def hnsw_plan(conn: psycopg.Connection) -> str:
 
 
 def test_new_version_rebuilds_table_and_index_and_drops_items_it_no_longer_has(conn: psycopg.Connection) -> None:
-    index.upsert_vectors(conn, ids(50), unit_vectors(50), "v1", table=TABLE)
-    result = index.upsert_vectors(conn, ids(40), unit_vectors(40, seed=1), "v2", table=TABLE)
+    writes.upsert_vectors(conn, ids(50), unit_vectors(50), "v1", table=TABLE)
+    result = writes.upsert_vectors(conn, ids(40), unit_vectors(40, seed=1), "v2", table=TABLE)
     assert (result.written, result.deleted) == (40, 10) and result.index_build_s is not None  # rebuilt
     rows = table_rows(conn)
     assert {row[1] for row in rows} == {"v2"} and [row[0] for row in rows] == ids(40)
-    assert index.hnsw_index_name(TABLE) in hnsw_plan(conn)
+    assert tables.hnsw_index_name(TABLE) in hnsw_plan(conn)
     assert conn.execute("SELECT to_regclass(%s)", (f"{TABLE}_next",)).fetchone()[0] is None
 
 
 def test_a_few_changed_rows_are_merged_into_the_live_index(conn: psycopg.Connection) -> None:
-    index.upsert_vectors(conn, ids(50), unit_vectors(50), "v1", table=TABLE)
+    writes.upsert_vectors(conn, ids(50), unit_vectors(50), "v1", table=TABLE)
     before = {row[0]: row for row in table_rows(conn)}
     vectors = np.concatenate([unit_vectors(50), unit_vectors(2, seed=9)])
-    result = index.upsert_vectors(conn, ids(52), vectors, "v1", table=TABLE)
+    result = writes.upsert_vectors(conn, ids(52), vectors, "v1", table=TABLE)
     assert (result.written, result.deleted, result.index_build_s) == (2, 0, None)
     after = {row[0]: row for row in table_rows(conn)}
     assert len(after) == 52 and all(after[i] == before[i] for i in ids(50))  # untouched rows keep updated_at
-    assert index.hnsw_index_name(TABLE) in hnsw_plan(conn)
+    assert tables.hnsw_index_name(TABLE) in hnsw_plan(conn)
 
 
 def test_older_version_never_overwrites_a_newer_one(conn: psycopg.Connection) -> None:
-    index.upsert_vectors(conn, ids(20), unit_vectors(20), "old", table=TABLE)
-    index.upsert_vectors(conn, ids(20), unit_vectors(20, seed=1), "new", table=TABLE)
+    writes.upsert_vectors(conn, ids(20), unit_vectors(20), "old", table=TABLE)
+    writes.upsert_vectors(conn, ids(20), unit_vectors(20, seed=1), "new", table=TABLE)
     state = table_rows(conn)
-    with pytest.raises(index.StaleModelVersionError, match="holds model new, newer than old"):
-        index.upsert_vectors(conn, ids(30), unit_vectors(30, seed=2), "old", table=TABLE)
+    with pytest.raises(registry.StaleModelVersionError, match="holds model new, newer than old"):
+        writes.upsert_vectors(conn, ids(30), unit_vectors(30, seed=2), "old", table=TABLE)
     assert table_rows(conn) == state
 
 
 def test_live_version_switches_forward_only(conn: psycopg.Connection) -> None:
-    assert index.live_model_version(conn) is None
-    index.register_model_version(conn, "a")
-    index.set_live_model_version(conn, "b")
-    assert index.live_model_version(conn) == "b"
-    with pytest.raises(index.StaleModelVersionError, match="model a is older than the live model b"):
-        index.set_live_model_version(conn, "a")
-    index.set_live_model_version(conn, "b")  # idempotent
-    index.set_live_model_version(conn, "c")
-    assert index.live_model_version(conn) == "c"
+    assert registry.live_model_version(conn) is None
+    registry.register_model_version(conn, "a")
+    registry.set_live_model_version(conn, "b")
+    assert registry.live_model_version(conn) == "b"
+    with pytest.raises(registry.StaleModelVersionError, match="model a is older than the live model b"):
+        registry.set_live_model_version(conn, "a")
+    registry.set_live_model_version(conn, "b")  # idempotent
+    registry.set_live_model_version(conn, "c")
+    assert registry.live_model_version(conn) == "c"
 
 
 def test_hnsw_top10_matches_exact_search_on_clustered_vectors(conn: psycopg.Connection) -> None:
@@ -158,9 +160,9 @@ def test_hnsw_top10_matches_exact_search_on_clustered_vectors(conn: psycopg.Conn
     centres = unit_vectors(40, seed=8)
     vectors = centres[rng.integers(40, size=5000)] + 0.15 * rng.normal(size=(5000, DIM)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    index.upsert_vectors(conn, ids(5000), vectors, "v1", table=TABLE)
+    writes.upsert_vectors(conn, ids(5000), vectors, "v1", table=TABLE)
     queries = vectors[rng.choice(5000, 100, replace=False)] + 0.05 * rng.normal(size=(100, DIM)).astype(np.float32)
-    found = index.hnsw_search(conn, queries, k=10, ef_search=100, model_version="v1", table=TABLE)
+    found = vector_queries.hnsw_search(conn, queries, k=10, ef_search=100, model_version="v1", table=TABLE)
     normalised = queries / np.linalg.norm(queries, axis=1, keepdims=True)
     exact = np.argsort(-(normalised @ vectors.T), axis=1)[:, :10]
     same = [{item for item, _ in hits} == {ids(5000)[j] for j in row} for hits, row in zip(found, exact, strict=True)]
@@ -168,4 +170,4 @@ def test_hnsw_top10_matches_exact_search_on_clustered_vectors(conn: psycopg.Conn
     best = found[0][0]
     assert best[1] == pytest.approx(float(normalised[0] @ vectors[ids(5000).index(best[0])]), abs=1e-4)
     assert all(len(hits) == 10 and hits == sorted(hits, key=lambda h: -h[1]) for hits in found)
-    assert index.hnsw_search(conn, queries[:2], k=5, model_version="other", table=TABLE) == [[], []]
+    assert vector_queries.hnsw_search(conn, queries[:2], k=5, model_version="other", table=TABLE) == [[], []]

@@ -137,7 +137,7 @@ def test_inference_service_manifest_is_what_the_deploy_step_writes() -> None:
 @pytest.mark.unit
 def test_every_pod_runs_non_root_without_privilege_escalation_or_capabilities() -> None:
     pods = [spec for _, doc in all_documents() for spec in pod_specs(doc)]
-    assert len(pods) == 3  # postgres, feast-apply job, predictor
+    assert len(pods) == 4  # postgres, feast-apply job, predictor, storefront
     for spec in pods:
         pod_non_root = spec.get("securityContext", {}).get("runAsNonRoot", False)
         for container in spec["containers"]:
@@ -171,7 +171,7 @@ def test_secret_templates_hold_no_values_and_stay_out_of_kustomize() -> None:
 
 @pytest.mark.unit
 def test_only_labelled_clients_reach_postgres() -> None:
-    [policy] = [doc for _, doc in all_documents() if doc["kind"] == "NetworkPolicy"]
+    [policy] = [doc for _, doc in all_documents() if doc.get("metadata", {}).get("name") == "recsys-postgres-clients"]
     assert policy["spec"]["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "recsys-postgres"}
     sources = policy["spec"]["ingress"][0]["from"]
     assert all(source["podSelector"]["matchLabels"] == {deploy.DB_CLIENT_LABEL: "true"} for source in sources)
@@ -179,6 +179,38 @@ def test_only_labelled_clients_reach_postgres() -> None:
     assert job["spec"]["template"]["metadata"]["labels"][deploy.DB_CLIENT_LABEL] == "true"
     isvc = deploy.inference_service_manifest("r", "ns", "img", "s3://b/m")
     assert isvc["spec"]["predictor"]["labels"][deploy.DB_CLIENT_LABEL] == "true"
+
+
+@pytest.mark.unit
+def test_storefront_is_read_only_and_reaches_only_the_predictor() -> None:
+    storefront = {doc["kind"]: doc for doc in documents(MANIFESTS / "base" / "storefront.yaml")}
+    assert set(storefront) == {"Deployment", "Service", "NetworkPolicy"}
+    pod = storefront["Deployment"]["spec"]["template"]
+    labels = pod["metadata"]["labels"]
+    [container] = pod["spec"]["containers"]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
+    assert deploy.DB_CLIENT_LABEL not in labels and "env" not in container  # no database, no Secret
+    assert storefront["Service"]["spec"]["selector"] == labels
+    assert storefront["Service"]["spec"]["ports"][0]["targetPort"] == container["ports"][0]["name"]
+
+    [isvc] = documents(MANIFESTS / "base" / "inferenceservice.yaml")
+    predictor_port = isvc["spec"]["predictor"]["containers"][0]["ports"][0]["containerPort"]
+    command = container["command"]
+    assert command[:2] == ["recsys", "ui"]
+    url = command[command.index("--predictor-url") + 1]
+    assert url.startswith(f"http://{isvc['metadata']['name']}-predictor.{isvc['metadata']['namespace']}.svc")
+
+    policy = storefront["NetworkPolicy"]["spec"]
+    assert policy["podSelector"]["matchLabels"] == labels
+    assert policy["policyTypes"] == ["Ingress", "Egress"]
+    to_predictor, to_dns = policy["egress"]
+    assert to_predictor["to"] == [
+        {"podSelector": {"matchLabels": {"serving.kserve.io/inferenceservice": isvc["metadata"]["name"]}}}
+    ]
+    assert to_predictor["ports"] == [{"protocol": "TCP", "port": predictor_port}]
+    assert to_dns["to"][0]["podSelector"]["matchLabels"] == {"k8s-app": "kube-dns"}
+    assert {p["port"] for p in to_dns["ports"]} == {53}
 
 
 @pytest.mark.unit

@@ -212,8 +212,9 @@ def isolated_project(pg_dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 def test_whole_dag_with_images_runs_locally_and_the_predictor_serves_its_model(isolated_project: Path) -> None:
     from sd_tiny import tiny_pipeline
 
-    from pipelines.demo import demo_requests, free_loopback_port, running_predictor
+    from pipelines.demo import demo_requests
     from pipelines.runner import run_local
+    from recsys.predictor_process import running_predictor
 
     weights = isolated_project.parent / "sd-tiny"  # random weights: no download; the image branch runs for real
     tiny_pipeline().save_pretrained(weights)
@@ -241,7 +242,8 @@ def test_whole_dag_with_images_runs_locally_and_the_predictor_serves_its_model(i
     images = [Path(link) for link in items[schema.IMG_LINK].dropna() if link.startswith(str(run.run_dir))]
     assert len(images) == 3 and all(path.is_file() for path in images)  # the image step's data reached Feast
 
-    with running_predictor(run.model_dir, free_loopback_port(), run.run_dir / "predictor.log") as url:
+    with running_predictor(run.model_dir, run.run_dir / "predictor.log") as predictor:
+        url = predictor.url
         for label, instance in demo_requests(isolated_project / "data", k=4):
             response = httpx.post(f"{url}/v1/models/recommender:predict", json={"instances": [instance]}, timeout=30)
             assert response.status_code == 200, (label, response.text)

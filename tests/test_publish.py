@@ -10,16 +10,18 @@ import psycopg
 import pytest
 import torch
 
-from recsys import db, features, index, publish, schema
+from recsys import db, feature_store, publish, schema
+from recsys.vector_index import queries, registry
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
 def model_dir(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from recsys.model.config import Hyperparameters
     from recsys.model.train import train
 
-    return train(tiny_data, tmp_path_factory.mktemp("model") / "model", epochs=1)
+    return train(tiny_data, tmp_path_factory.mktemp("model") / "model", Hyperparameters(epochs=1))
 
 
 def perturbed_copy(model_dir: Path, out: Path) -> str:
@@ -49,7 +51,7 @@ def database_state(conn: psycopg.Connection) -> dict[str, list[tuple]]:
 
 
 def online(repo: Path, view: str, feature_names: list[str], key: str, ids: list[str]) -> dict[str, list]:
-    store = features.get_store(repo)
+    store = feature_store.get_store(repo)
     refs = [f"{view}:{name}" for name in feature_names]
     return store.get_online_features(features=refs, entity_rows=[{key: i} for i in ids]).to_dict()
 
@@ -74,7 +76,7 @@ def test_publish_twice_gives_one_consistent_state_in_pgvector_and_feast(
     from recsys.model.artifacts import load_model
 
     reset_database()
-    features.apply(feature_repo_copy)
+    feature_store.apply(feature_repo_copy)
     first = publish.publish(model_dir, repo=feature_repo_copy)
     with db.connect() as conn:
         state = database_state(conn)
@@ -87,9 +89,9 @@ def test_publish_twice_gives_one_consistent_state_in_pgvector_and_feast(
     assert (second.item_vectors.written, second.text_vectors.written) == (0, 0)
     with db.connect() as conn:
         assert database_state(conn) == state
-        assert index.live_model_version(conn) == version
-        item_ids, stored = index.load_vectors(conn, version)
-        text_ids, _ = index.load_vectors(conn, version, table=schema.TEXT_VECTOR_TABLE)
+        assert registry.live_model_version(conn) == version
+        item_ids, stored = queries.load_vectors(conn, version)
+        text_ids, _ = queries.load_vectors(conn, version, table=schema.TEXT_VECTOR_TABLE)
     for name, frame in files.items():
         pd.testing.assert_frame_equal(pd.read_parquet(feature_repo_copy / "data" / name), frame)
         assert (frame[schema.MODEL_VERSION] == version).all()
@@ -147,7 +149,7 @@ def test_an_older_model_never_replaces_a_newer_one(
     pg_dsn: str, model_dir: Path, feature_repo_copy: Path, tmp_path: Path
 ) -> None:
     reset_database()
-    features.apply(feature_repo_copy)
+    feature_store.apply(feature_repo_copy)
     publish.publish(model_dir, repo=feature_repo_copy)
     newer = perturbed_copy(model_dir, tmp_path / "newer")
     report = publish.publish(tmp_path / "newer", repo=feature_repo_copy)
@@ -156,7 +158,7 @@ def test_an_older_model_never_replaces_a_newer_one(
         state = database_state(conn)
     files = sorted((p.name, p.stat().st_mtime_ns) for p in (feature_repo_copy / "data").glob("*.parquet"))
 
-    with pytest.raises(index.StaleModelVersionError, match=f"older than the live model {newer}"):
+    with pytest.raises(registry.StaleModelVersionError, match=f"older than the live model {newer}"):
         publish.publish(model_dir, repo=feature_repo_copy)
     with db.connect() as conn:
         assert database_state(conn) == state

@@ -14,8 +14,9 @@ import pytest
 from serving_setup import copy_feature_repo, settings_restored, setup_published
 
 from recsys import history, schema
-from recsys.recommender import SOURCE_POPULARITY, SOURCE_STORED, SOURCE_TOWER, Recommender, ServingSettings
+from recsys.recommender import SOURCE_POPULARITY, SOURCE_STORED, SOURCE_TOWER, Recommender
 from recsys.request_models import RecommendRequest, RequestContext, UserProfile
+from recsys.serving_state import ServingSettings, ServingState
 
 pytestmark = pytest.mark.integration
 
@@ -48,10 +49,10 @@ def published(pg_dsn: str, tiny_data: Path, tmp_path_factory: pytest.TempPathFac
 
 @pytest.fixture(scope="module")
 def recommender(published: Published) -> Iterator[Recommender]:
-    rec = Recommender.from_settings(published.model_dir, poll=False)
-    assert rec.ready(), "the recommender did not load the published version"
-    yield rec
-    rec.close()
+    state = ServingState.from_settings(published.model_dir, poll=False)
+    assert state.ready(), "the serving state did not load the published version"
+    yield Recommender(state)
+    state.close()
 
 
 def now() -> RequestContext:
@@ -64,8 +65,8 @@ def purchased(published: Published, user_id: str) -> set[str]:
 
 
 def test_serves_the_published_version(recommender: Recommender, published: Published) -> None:
-    assert recommender.model_version == published.version
-    assert recommender.refresh_version() == published.version  # unchanged: no reload
+    assert recommender.state.model_version == published.version
+    assert recommender.state.refresh_version() == published.version  # unchanged: no reload
 
 
 def test_known_user_gets_k_items_from_the_stored_embedding(recommender: Recommender, published: Published) -> None:
@@ -151,8 +152,7 @@ def test_widening_returns_k_when_filters_remove_most(recommender: Recommender, p
 
 def test_stale_stored_embedding_falls_back_to_the_tower(recommender: Recommender, published: Published) -> None:
     """A stored user vector of another model_version is never mixed with this version's items."""
-    state = recommender._state
-    assert state is not None
+    state = recommender.state.current()
     user_id = published.users[schema.USER_ID].iloc[2]
     object.__setattr__(state, "model_version", "some-other-version")
     try:
@@ -163,7 +163,8 @@ def test_stale_stored_embedding_falls_back_to_the_tower(recommender: Recommender
 
 
 def test_hnsw_strategy_agrees_with_exact(recommender: Recommender, published: Published) -> None:
-    hnsw = Recommender.from_settings(published.model_dir, poll=False, serving=ServingSettings(retrieval="hnsw"))
+    hnsw_state = ServingState.from_settings(published.model_dir, poll=False, serving=ServingSettings(retrieval="hnsw"))
+    hnsw = Recommender(hnsw_state)
     try:
         users = published.users[schema.USER_ID].tolist()[:20]
         moment = RequestContext(timestamp=datetime.now(UTC))
@@ -171,7 +172,7 @@ def test_hnsw_strategy_agrees_with_exact(recommender: Recommender, published: Pu
         exact_ids = [[i[schema.ITEM_ID] for i in a["items"]] for a in recommender.recommend(requests)]
         hnsw_ids = [[i[schema.ITEM_ID] for i in a["items"]] for a in hnsw.recommend(requests)]
     finally:
-        hnsw.close()
+        hnsw_state.close()
     overlap = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(exact_ids, hnsw_ids, strict=True)])
     assert overlap >= 0.9
 
@@ -205,8 +206,8 @@ def test_not_ready_without_a_matching_model(published: Published, tmp_path: Path
     other = tmp_path / "model"
     shutil.copytree(published.model_dir, other)
     (other / "model_version").write_text("0000000000000000\n")
-    rec = Recommender.from_settings(other, poll=False)
+    state = ServingState.from_settings(other, poll=False)
     try:
-        assert not rec.ready()
+        assert not state.ready()
     finally:
-        rec.close()
+        state.close()

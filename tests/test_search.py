@@ -20,7 +20,7 @@ from serving_setup import copy_feature_repo, predictor, setup_published
 from typer.testing import CliRunner
 
 from recsys import schema
-from recsys.recommender import Recommender, ServingSettings
+from recsys.recommender import Recommender
 from recsys.request_models import (
     MAX_QUERY_CHARS,
     RequestContext,
@@ -30,6 +30,7 @@ from recsys.request_models import (
     parse_instances,
 )
 from recsys.search import MODE_PERSONALISED, MODE_SEARCH, MODE_SIMILAR, Searcher, encode_queries
+from recsys.serving_state import ServingSettings, ServingState
 
 PREDICT = "/v1/models/recommender:predict"
 LATE = datetime(2030, 1, 1, tzinfo=UTC)  # every generated item has arrived by then
@@ -124,12 +125,11 @@ def published(pg_dsn: str, tiny_data: Path, tmp_path_factory: pytest.TempPathFac
 
 @pytest.fixture(scope="module", params=["exact", "hnsw"])
 def searcher(request: pytest.FixtureRequest, published: Published) -> Iterator[Searcher]:
-    recommender = Recommender.from_settings(
-        published.model_dir, poll=False, serving=ServingSettings(retrieval=request.param)
-    )
-    assert recommender.ready(), "the recommender did not load the published version"
-    yield Searcher(recommender)
-    recommender.close()
+    serving = ServingSettings(retrieval=request.param)
+    state = ServingState.from_settings(published.model_dir, poll=False, serving=serving)
+    assert state.ready(), "the serving state did not load the published version"
+    yield Searcher(state, Recommender(state))
+    state.close()
 
 
 def well_stocked_leaves(items: pd.DataFrame, at_least: int = 12) -> list[str]:

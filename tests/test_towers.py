@@ -12,7 +12,7 @@ import torch
 
 from recsys import schema, text
 from recsys.model import artifacts
-from recsys.model.features import (
+from recsys.model.inputs import (
     MAX_HISTORY,
     OOV,
     FeatureSpace,

@@ -17,8 +17,11 @@ from recsys import schema
 from recsys.cli import app
 from recsys.data.generate import generate
 from recsys.model import artifacts
-from recsys.model.features import MAX_HISTORY, OOV
-from recsys.model.train import TrainingDataError, causal_history, sampled_softmax_loss, train
+from recsys.model.config import Hyperparameters, TrainingDataError
+from recsys.model.inputs import MAX_HISTORY, OOV
+from recsys.model.loss import sampled_softmax_loss
+from recsys.model.train import train
+from recsys.model.training_data import causal_history
 
 DEFAULT_DATA = {"n_users": 1000, "n_items": 5000, "n_interactions": 20000, "seed": 42, "as_of": datetime(2026, 1, 1)}
 METRIC_NAMES = {f"{name}@{k}" for name in ("recall", "ndcg", "hit", "mrr") for k in (10, 20, 50)}
@@ -26,7 +29,7 @@ METRIC_NAMES = {f"{name}@{k}" for name in ("recall", "ndcg", "hit", "mrr") for k
 
 @pytest.fixture(scope="module")
 def tiny_model(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return train(tiny_data, tmp_path_factory.mktemp("model") / "model", epochs=4)
+    return train(tiny_data, tmp_path_factory.mktemp("model") / "model", Hyperparameters(epochs=4))
 
 
 @pytest.mark.unit
@@ -73,7 +76,7 @@ def test_train_needs_only_ids_and_timestamps(tiny_data: Path, tmp_path: Path) ->
     for name in schema.DATA_FILES:
         frame = pd.read_parquet(tiny_data / name)
         frame[list(schema.REQUIRED_COLUMNS[name])].to_parquet(data / name)
-    model_dir = train(data, tmp_path / "model", epochs=2, split="random")
+    model_dir = train(data, tmp_path / "model", Hyperparameters(epochs=2), split="random")
     model = artifacts.load_model(model_dir)
     assert not model.features.use_text and model.features.numeric_columns == []
     metrics = json.loads((model_dir / artifacts.METRICS_FILE).read_text())
@@ -82,14 +85,14 @@ def test_train_needs_only_ids_and_timestamps(tiny_data: Path, tmp_path: Path) ->
 
 @pytest.mark.unit
 @pytest.mark.parametrize(
-    ("kwargs", "message"),
-    [({"split": "sideways"}, "split must be"), ({"epochs": 0}, "epochs"), ({"device": "tpu"}, "device")],
+    ("hyperparameters", "kwargs", "message"),
+    [({}, {"split": "sideways"}, "split must be"), ({"epochs": 0}, {}, "epochs"), ({}, {"device": "tpu"}, "device")],
 )
 def test_bad_arguments_are_refused_before_anything_is_written(
-    tiny_data: Path, tmp_path: Path, kwargs: dict, message: str
+    tiny_data: Path, tmp_path: Path, hyperparameters: dict, kwargs: dict, message: str
 ) -> None:
     with pytest.raises(TrainingDataError, match=message):
-        train(tiny_data, tmp_path / "model", **kwargs)
+        train(tiny_data, tmp_path / "model", Hyperparameters(**hyperparameters), **kwargs)
     assert not (tmp_path / "model").exists()
 
 
@@ -124,7 +127,7 @@ def test_cli_train_prints_the_metrics_table_and_rejects_bad_input(tiny_data: Pat
 def test_two_tower_beats_popularity_threefold_and_itemknn_on_default_data(tmp_path: Path) -> None:
     """Issue 3 point 8, on the default synthetic data (1000 users, 5000 items, 20000 interactions, seed 42)."""
     generate(out=tmp_path / "data", **DEFAULT_DATA)
-    model_dir = train(tmp_path / "data", tmp_path / "model", split="temporal", seed=42)
+    model_dir = train(tmp_path / "data", tmp_path / "model", Hyperparameters(seed=42), split="temporal")
     metrics = json.loads((model_dir / artifacts.METRICS_FILE).read_text())
     model, baselines = metrics["model"]["recall@10"], metrics["baselines"]
     assert model >= 3 * baselines["popularity"]["recall@10"], metrics

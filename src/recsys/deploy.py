@@ -11,14 +11,14 @@ import copy
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+from recsys.contract import DB_CLIENT_LABEL, DB_CLIENT_LABEL_VALUE, MODEL_STATUS_PATH
+
 KSERVE_GROUP = "serving.kserve.io"
 KSERVE_VERSION = "v1beta1"
 KSERVE_PLURAL = "inferenceservices"
-SERVED_MODEL_NAME = "recommender"  # the KServe model name the predictor registers (serving contract)
 PREDICTOR_CONTAINER = "kserve-container"  # KServe reads STORAGE_URI only from the container of this name
 MODEL_MOUNT_PATH = "/mnt/models"
 HTTP_PORT = 8080
-DB_CLIENT_LABEL = "recsys.io/db-client"  # the NetworkPolicy lets only pods with this label reach Postgres
 MANAGED_BY = {"app.kubernetes.io/managed-by": "recsys-deploy", "app.kubernetes.io/part-of": "recsys"}
 NON_ROOT_UID = 10001  # the project image's user (Containerfile)
 
@@ -106,7 +106,7 @@ def inference_service_manifest(
         ],
         "ports": [{"containerPort": HTTP_PORT, "protocol": "TCP"}],
         "readinessProbe": {
-            "httpGet": {"path": f"/v1/models/{SERVED_MODEL_NAME}", "port": HTTP_PORT},
+            "httpGet": {"path": MODEL_STATUS_PATH, "port": HTTP_PORT},
             "initialDelaySeconds": 5,
             "periodSeconds": 5,
             "failureThreshold": 6,
@@ -126,7 +126,7 @@ def inference_service_manifest(
     predictor: dict[str, Any] = {
         "minReplicas": min_replicas,
         "maxReplicas": max_replicas,
-        "labels": {DB_CLIENT_LABEL: "true"},
+        "labels": {DB_CLIENT_LABEL: DB_CLIENT_LABEL_VALUE},
         "containers": [container],
     }
     if service_account:

@@ -19,8 +19,10 @@ few hundred candidates is a few numpy gathers.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -107,6 +109,11 @@ class FilterConfig(_Strict):
     demographic: DemographicConfig = DemographicConfig()
     history: HistoryConfig = HistoryConfig()
     contextual: ContextualConfig = ContextualConfig()
+
+
+def load_filter_config(path: Path | None) -> FilterConfig:
+    """The defaults, or the JSON FilterConfig in `path` (RECSYS_SERVING_FILTERS_FILE) replacing them."""
+    return FilterConfig() if path is None else FilterConfig.model_validate(json.loads(Path(path).read_text()))
 
 
 @dataclass(frozen=True)

@@ -21,16 +21,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from recsys import schema
+from recsys.contract import DEFAULT_IMAGE_MODEL
 
 if TYPE_CHECKING:
     import pandas as pd
     import torch
     from diffusers import StableDiffusionPipeline
 
-# The checkpoint the replaced system used. Its Hub repo has moved to the mirror below; either id works with
-# weights already in the local Hugging Face cache, and a local diffusers folder always works.
-DEFAULT_MODEL = "runwayml/stable-diffusion-v1-5"
-MODEL_MIRROR = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 DEVICES = ("auto", "cpu", "cuda")
 DEFAULT_STEPS = 25
 DEFAULT_GUIDANCE = 7.5
@@ -108,7 +105,7 @@ def load_pipeline(model: str, device: str, dtype: torch.dtype) -> StableDiffusio
     if looks_local and not (local / "model_index.json").is_file():
         raise ImageError(
             f"model folder {model!r} is not a diffusers Stable Diffusion folder (no model_index.json): "
-            f"{_how_to_provide(DEFAULT_MODEL)}"
+            f"{_how_to_provide(DEFAULT_IMAGE_MODEL)}"
         )
     source = str(local) if looks_local else model
     try:
@@ -131,7 +128,7 @@ def load_pipeline(model: str, device: str, dtype: torch.dtype) -> StableDiffusio
 def generate_images(
     items_path: Path,
     out_dir: Path,
-    model: str = DEFAULT_MODEL,
+    model: str = DEFAULT_IMAGE_MODEL,
     device: str = "auto",
     steps: int = DEFAULT_STEPS,
     guidance: float = DEFAULT_GUIDANCE,
@@ -277,6 +274,6 @@ def _check_numbers(*, steps: int, guidance: float, size: int, limit: int | None,
 def _how_to_provide(model: str) -> str:
     return (
         "weights cannot be downloaded here (offline or no network). On a machine with access run "
-        f"`hf download {MODEL_MIRROR if model == DEFAULT_MODEL else model} --local-dir DIR`, copy DIR here "
+        f"`hf download {model} --local-dir DIR`, copy DIR here "
         "and pass --model DIR (or fill the Hugging Face cache and unset HF_HUB_OFFLINE)"
     )

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from recsys import schema
+from recsys.response_models import ResponseItem
 
 # the item_features the filters and responses read
 CATALOGUE_FEATURES = (
@@ -42,16 +43,16 @@ class ItemCatalogue:
     def __len__(self) -> int:
         return len(self.item_ids)
 
-    def describe(self, rows: Sequence[int], scores: Sequence[float]) -> list[dict[str, object]]:
+    def describe(self, rows: Sequence[int], scores: Sequence[float]) -> list[ResponseItem]:
         """The response items for catalogue rows: id, score, name, category path, image link."""
         return [
-            {
-                schema.ITEM_ID: self.item_ids[row],
-                "score": round(float(score), 6),
-                schema.PRODUCT_NAME: self.product_names[row],
-                schema.CATEGORY: self.categories[self.category_codes[row]],
-                schema.IMG_LINK: self.img_links[row],
-            }
+            ResponseItem(
+                item_id=self.item_ids[row],
+                score=round(float(score), 6),
+                product_name=self.product_names[row],
+                category=self.categories[self.category_codes[row]],
+                img_link=self.img_links[row],
+            )
             for row, score in zip(rows, scores, strict=True)
         ]
 

@@ -2,9 +2,10 @@
 
 Order (so serving never sees a half-written version): everything is computed and validated first; then the
 offline parquet files, the Feast online views and the text vector table are written; last, in ONE database
-transaction, the item vectors are upserted into their pgvector table, the user history is refreshed and the
-live model_version is switched. Every row carries the same model_version and the same event time (when that version was first
-registered), so publishing twice leaves the same state.
+transaction, the item vectors are upserted into their pgvector table, the user history is rebuilt (the data
+set plus the logged events it lacks) and the live model_version is switched. Every row carries the same
+model_version and the same event time (when that version was first registered), so publishing twice leaves the
+same state.
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ import numpy as np
 import pandas as pd
 import psycopg
 
-from recsys import db, index, schema
+from recsys import db, schema
 from recsys.config import get_settings
-from recsys.model.evaluate import interaction_codes, items_per_user, read_dataset
+from recsys.model.dataset import interaction_codes, items_per_user, read_dataset
+from recsys.vector_index import registry, tables, writes
 
 TOP_K_USER_CHUNK = 1024  # users per score block: bounds memory at chunk x n_items floats
 
@@ -39,8 +41,8 @@ class PublishReport:
     live_model_version: str | None
     items: int
     users: int
-    item_vectors: index.UpsertResult
-    text_vectors: index.UpsertResult
+    item_vectors: writes.UpsertResult
+    text_vectors: writes.UpsertResult
     history_users: int
     feast_rows: dict[str, int]  # view name -> rows written to the online store
     files: list[str]  # offline parquet files written
@@ -77,7 +79,8 @@ def top_k_per_user(
 def publish(model_dir: Path, data_dir: Path | None = None, repo: Path | None = None) -> PublishReport:
     """Publish the model in `model_dir` for the users/items/interactions in `data_dir` (default: the Feast
     repo's data folder). Raises StaleModelVersionError, with nothing written, when a newer model is live."""
-    from recsys import features, history, text
+    from recsys import feature_store, history, text
+    from recsys.events.log import fold_events_missing_from
     from recsys.model.artifacts import load_model
 
     timings: dict[str, float] = {}
@@ -95,11 +98,11 @@ def publish(model_dir: Path, data_dir: Path | None = None, repo: Path | None = N
     timings["load_s"] = time.perf_counter() - started
 
     mark = time.perf_counter()
-    item_vectors = index.validate_vectors(item_ids, model.encode_items(data.items), schema.EMBEDDING_DIM)
-    user_vectors = index.validate_vectors(
+    item_vectors = writes.validate_vectors(item_ids, model.encode_items(data.items), schema.EMBEDDING_DIM)
+    user_vectors = writes.validate_vectors(
         user_ids, model.encode_users(data.users, history=data.interactions), schema.EMBEDDING_DIM
     )
-    text_vectors = index.validate_vectors(
+    text_vectors = writes.validate_vectors(
         item_ids, text.encode_texts(text.item_texts(data.items)), schema.TEXT_EMBEDDING_DIM
     )
     timings["encode_s"] = time.perf_counter() - mark
@@ -110,9 +113,9 @@ def publish(model_dir: Path, data_dir: Path | None = None, repo: Path | None = N
     timings["top_k_s"] = time.perf_counter() - mark
 
     with db.connect() as conn:
-        newer_live = index.is_older_than_live(conn, version)
+        newer_live = registry.is_older_than_live(conn, version)
         if newer_live is not None:
-            raise index.StaleModelVersionError(f"model {version} is older than the live model {newer_live}")
+            raise registry.StaleModelVersionError(f"model {version} is older than the live model {newer_live}")
         event_time = _version_event_time(conn, version)
         frames = {
             schema.VIEW_ITEM_EMBEDDING: _vector_frame(schema.ITEM_ID, item_ids, schema.ITEM_VECTOR, item_vectors),
@@ -129,21 +132,23 @@ def publish(model_dir: Path, data_dir: Path | None = None, repo: Path | None = N
         feast_rows = {}
         for view, frame in frames.items():
             mark = time.perf_counter()
-            features.write_embedding_view(view, frame, repo=repo)
+            feature_store.write_embedding_view(view, frame, repo=repo)
             feast_rows[view] = len(frame)
             timings[f"feast_{view}_s"] = time.perf_counter() - mark
 
         mark = time.perf_counter()
-        index.ensure_item_table(conn, schema.ITEM_VECTOR_TABLE, schema.EMBEDDING_DIM)
-        index.ensure_item_table(conn, schema.TEXT_VECTOR_TABLE, schema.TEXT_EMBEDDING_DIM)
+        tables.ensure_item_table(conn, schema.ITEM_VECTOR_TABLE, schema.EMBEDDING_DIM)
+        tables.ensure_item_table(conn, schema.TEXT_VECTOR_TABLE, schema.TEXT_EMBEDDING_DIM)
         # the text table first, on its own: its index (re)build must not hold the item table's swap lock
-        text_result = index.upsert_vectors(conn, item_ids, text_vectors, version, schema.TEXT_VECTOR_TABLE)
+        text_result = writes.upsert_vectors(conn, item_ids, text_vectors, version, schema.TEXT_VECTOR_TABLE)
         with conn.transaction():
-            item_result = index.upsert_vectors(conn, item_ids, item_vectors, version, schema.ITEM_VECTOR_TABLE)
+            item_result = writes.upsert_vectors(conn, item_ids, item_vectors, version, schema.ITEM_VECTOR_TABLE)
             history_users = history.write_user_history(conn, _with_interaction_type(data.interactions), replace=True)
-            index.set_live_model_version(conn, version)  # last: serving switches only when all is written
+            if schema.INTERACTION_ID in data.interactions.columns:  # events logged after this data set stay online
+                fold_events_missing_from(conn, data.interactions[schema.INTERACTION_ID].dropna().astype(str))
+            registry.set_live_model_version(conn, version)  # last: serving switches only when all is written
         timings["pgvector_s"] = time.perf_counter() - mark
-        live = index.live_model_version(conn)
+        live = registry.live_model_version(conn)
     timings["total_s"] = time.perf_counter() - started
     return PublishReport(
         model_version=version,
@@ -162,8 +167,8 @@ def publish(model_dir: Path, data_dir: Path | None = None, repo: Path | None = N
 def _version_event_time(conn: psycopg.Connection, version: str) -> datetime:
     """When this version was first registered: the event time of all its rows, stable across re-publishes."""
     with conn.transaction():
-        index.register_model_version(conn, version)
-        return index.registered_at(conn, version)
+        registry.register_model_version(conn, version)
+        return registry.registered_at(conn, version)
 
 
 def _vector_frame(id_column: str, ids: list[str], vector_column: str, vectors: np.ndarray) -> pd.DataFrame:
@@ -200,7 +205,7 @@ def _write_parquet(frame: pd.DataFrame, path: Path) -> Path:
 
 
 def _with_interaction_type(interactions: pd.DataFrame) -> pd.DataFrame:
-    # files without interaction_type count every interaction as a positive view (see evaluate.positive_mask)
+    # files without interaction_type count every interaction as a positive view (see dataset.positive_mask)
     if schema.INTERACTION_TYPE in interactions.columns:
         return interactions
     return interactions.assign(**{schema.INTERACTION_TYPE: schema.POSITIVE_VIEW})

@@ -156,8 +156,17 @@ HISTORY_PURCHASED: Final = "purchased_item_ids"  # purchase and rate interaction
 HISTORY_CARTED: Final = "carted_item_ids"
 HISTORY_VIEWED: Final = "viewed_item_ids"  # positive views
 HISTORY_UPDATED_AT: Final = "updated_at"  # newest interaction time folded into the row
+# positive items of events newer than the live model's data set, oldest first: the stored user vector lacks them,
+# so a user with any is embedded by the user tower from (training history + these)
+HISTORY_PENDING: Final = "pending_item_ids"
 
-# ---------------------------------------------------------------- pgvector tables' bookkeeping columns (index.py)
+# ---------------------------------------------------------------- event log (POST /v1/events, recsys.events)
+EVENT_LOG_TABLE: Final = "recsys_events"  # durable log of user events; event_id makes a replay a duplicate
+EVENT_ID: Final = "event_id"  # the client's idempotency key; becomes interaction_id when exported
+RECEIVED_AT: Final = "received_at"  # server time the event was committed
+PUSH_SOURCE_INTERACTIONS: Final = "interactions_push"  # Feast PushSource feeding VIEW_INTERACTIONS online
+
+# ---------------------------------------------------------------- pgvector tables' bookkeeping columns (vector_index/)
 VECTOR_UPDATED_AT: Final = "updated_at"  # when the row last changed
 REGISTRY_SEQUENCE: Final = "version_seq"  # monotonic publish order: defines "newer" (model_version is a hash)
 REGISTERED_AT: Final = "registered_at"

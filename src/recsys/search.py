@@ -11,10 +11,11 @@
   "personalised_search") and the model_version of the vectors it used.
 
 Both vector kinds are retrieved with the strategy the recommendations use (exact in memory up to 500k items,
-else HNSW in Postgres; ServingSettings.retrieval). Only the availability filter applies (arrived, in stock):
-the demographic, history and contextual rules shape recommendations, not answers to an explicit question.
-The query encoder loads once per process (`text.get_encoder`, cached); the text vectors of a version are loaded
-once, when the recommender first serves that version.
+else HNSW in Postgres; ServingSettings.retrieval), through the serving state's one retriever factory, and
+widened by the same helper (retrieval.widen_until_k). Only the availability filter applies (arrived, in
+stock): the demographic, history and contextual rules shape recommendations, not answers to an explicit
+question. The query encoder loads once per process (`text.get_encoder`, cached); the text vectors of a
+version are loaded once, when search first answers over that version.
 """
 
 from __future__ import annotations
@@ -22,15 +23,13 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
-import psycopg
-from psycopg import sql
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from recsys import index, schema, text
+from recsys import schema, text
 from recsys.filters import (
     CompiledFilters,
     ContextualConfig,
@@ -41,14 +40,16 @@ from recsys.filters import (
     UserFacts,
 )
 from recsys.item_catalogue import ItemCatalogue
-from recsys.recommender import DB_ERRORS, NotReady, Recommender, ServingState
+from recsys.recommender import Recommender
 from recsys.request_models import RecommendRequest, RequestError, SearchRequest, SimilarRequest
-from recsys.retrieval import ExactRetriever, HnswRetriever, IndexVersionGone, Retriever, choose_strategy
+from recsys.response_models import ResponseItem, SearchAnswer, SearchMode, SimilarAnswer, SimilarMode
+from recsys.retrieval import ExactRetriever, IndexVersionGone, Retriever, widen_until_k
+from recsys.serving_state import NotReady, ServedVersion, ServingState
+from recsys.vector_index import queries as vector_queries
 
-Mode = Literal["search", "similar", "personalised_search"]
-MODE_SEARCH: Mode = "search"
-MODE_SIMILAR: Mode = "similar"
-MODE_PERSONALISED: Mode = "personalised_search"
+MODE_SEARCH: SearchMode = "search"
+MODE_PERSONALISED: SearchMode = "personalised_search"
+MODE_SIMILAR: SimilarMode = "similar"
 # one short query gains nothing from more threads, and under CPU contention spinning threads stall each other
 # (measured, 2 busy cores: 36 ms per query on 1 thread, 721 ms on 2)
 QUERY_ENCODER_THREADS = 1
@@ -99,25 +100,37 @@ def encode_queries(queries: Sequence[str], threads: int = QUERY_ENCODER_THREADS)
 
 
 @dataclass(frozen=True, eq=False)
-class SearchState:
-    """What search adds to one version's ServingState: its text retriever and the availability filter."""
+class SearchVersion:
+    """What search adds to one ServedVersion: its text retriever and the availability filter."""
 
-    serving: ServingState
+    version: ServedVersion
     text_retriever: Retriever
     filters: CompiledFilters
 
     @property
     def model_version(self) -> str:
-        return self.serving.model_version
+        return self.version.model_version
 
 
 class Searcher:
-    """Answers SearchRequest / SimilarRequest over the version the Recommender serves (thread-safe)."""
+    """Answers SearchRequest / SimilarRequest over the version the serving state serves (thread-safe).
 
-    def __init__(self, recommender: Recommender, settings: SearchSettings | None = None, load_encoder: bool = True):
+    The recommender (over the same state) finds the user vectors of personalised searches.
+    """
+
+    def __init__(
+        self,
+        state: ServingState,
+        recommender: Recommender,
+        settings: SearchSettings | None = None,
+        load_encoder: bool = True,
+    ):
+        if recommender.state is not state:
+            raise ValueError("the recommender must serve from the same ServingState")
+        self.state = state
         self.recommender = recommender
         self.settings = settings or SearchSettings()
-        self._state: SearchState | None = None
+        self._current: SearchVersion | None = None
         self._lock = threading.Lock()
         if load_encoder:
             text.get_encoder()  # at start-up, so the first request does not pay for it
@@ -127,7 +140,7 @@ class Searcher:
         requests: Sequence[SearchRequest | SimilarRequest],
         labels: Sequence[str] | None = None,
         query_vectors: np.ndarray | None = None,
-    ) -> list[dict[str, Any]]:
+    ) -> list[SearchAnswer | SimilarAnswer]:
         """One answer per request, in order.
 
         `labels` name the requests in errors (default instances[i]); an unknown item_id raises RequestError
@@ -135,56 +148,44 @@ class Searcher:
         the benchmark times the two halves apart. Raises NotReady when no version is served or the database fails.
         """
         labels = labels if labels is not None else [f"instances[{i}]" for i in range(len(requests))]
-        try:
-            state = self._current_state()
-            self._check_items(state.serving.catalogue, requests, labels)
+        with self.state.answering():
+            current = self._search_version()
+            self._check_items(current.version.catalogue, requests, labels)
             queries = [r.query for r in requests if isinstance(r, SearchRequest)]
             vectors = encode_queries(queries) if query_vectors is None else query_vectors
             if len(vectors) != len(queries):
                 raise ValueError(f"{len(vectors)} query vectors for {len(queries)} queries")
-            personal = self._personal_vectors(state, requests)
+            personal = self._personal_vectors(current, requests)
             answers, next_query = [], iter(vectors)
             for request, user_vector in zip(requests, personal, strict=True):
                 if isinstance(request, SimilarRequest):
-                    answers.append(self._similar(state, request))
+                    answers.append(self._similar(current, request))
                 else:
-                    answers.append(self._search(state, request, next(next_query), user_vector))
+                    answers.append(self._search(current, request, next(next_query), user_vector))
             return answers
-        except DB_ERRORS as exc:
-            raise NotReady(f"database unavailable ({type(exc).__name__})") from None
-        except IndexVersionGone:
-            raise NotReady("the served model_version is being replaced") from None
 
     # ------------------------------------------------------------------------------------------ state
-    def _current_state(self) -> SearchState:
-        serving = self.recommender.serving_state()
-        state = self._state
-        if state is not None and state.serving is serving:
-            return state
+    def _search_version(self) -> SearchVersion:
+        served = self.state.current()
+        current = self._current
+        if current is not None and current.version is served:
+            return current
         with self._lock:
-            if self._state is None or self._state.serving is not serving:
-                self._state = self._build_state(serving)
-            return self._state
+            if self._current is None or self._current.version is not served:
+                self._current = self._load(served)
+            return self._current
 
-    def _build_state(self, serving: ServingState) -> SearchState:
-        catalogue = serving.catalogue
-        version = serving.model_version
-        retriever: Retriever
-        if choose_strategy(self.recommender.serving.retrieval, len(catalogue)) == "exact":
-            with self.recommender.pool.connection(timeout=self.recommender.settings.db_timeout_s) as conn:
-                ids, vectors = index.load_vectors(conn, version, schema.TEXT_VECTOR_TABLE)
-            retriever = ExactRetriever(_aligned(catalogue, ids, vectors, version))
-        else:
-            retriever = HnswRetriever(
-                self.recommender.pool,
-                catalogue,
-                version,
-                self.recommender.serving.hnsw_ef_search,
-                table=schema.TEXT_VECTOR_TABLE,
-                timeout_s=self.recommender.settings.db_timeout_s,
-            )
-        return SearchState(
-            serving=serving, text_retriever=retriever, filters=CompiledFilters(AVAILABILITY_ONLY, catalogue)
+    def _load(self, served: ServedVersion) -> SearchVersion:
+        catalogue, version = served.catalogue, served.model_version
+
+        def text_matrix() -> np.ndarray:
+            with self.state.connection() as conn:
+                ids, vectors = vector_queries.load_vectors(conn, version, schema.TEXT_VECTOR_TABLE)
+            return _aligned(catalogue, ids, vectors, version)
+
+        retriever = self.state.build_retriever(catalogue, version, schema.TEXT_VECTOR_TABLE, text_matrix)
+        return SearchVersion(
+            version=served, text_retriever=retriever, filters=CompiledFilters(AVAILABILITY_ONLY, catalogue)
         )
 
     @staticmethod
@@ -193,68 +194,75 @@ class Searcher:
             if isinstance(request, SimilarRequest) and request.item_id not in catalogue.position:
                 raise RequestError(f"{label}.item_id: unknown item {request.item_id!r}")
 
-    def _personal_vectors(self, state: SearchState, requests: Sequence[Any]) -> list[np.ndarray | None]:
+    def _personal_vectors(self, current: SearchVersion, requests: Sequence[Any]) -> list[np.ndarray | None]:
         """The user vector of each personalised search (one batched read for all of them), else None."""
         personal = [i for i, r in enumerate(requests) if isinstance(r, SearchRequest) and r.user_id is not None]
         out: list[np.ndarray | None] = [None] * len(requests)
         if personal:
             users = [RecommendRequest(user_id=requests[i].user_id) for i in personal]
-            for i, vector in zip(personal, self.recommender.user_vectors(state.serving, users), strict=True):
+            for i, vector in zip(personal, self.recommender.user_vectors(current.version, users), strict=True):
                 out[i] = vector
         return out
 
     # ------------------------------------------------------------------------------------------ modes
     def _search(
-        self, state: SearchState, request: SearchRequest, query: np.ndarray, user_vector: np.ndarray | None
-    ) -> dict[str, Any]:
-        k, moment = request.k, request.context.moment()
-        n = self._first_pool(k)
+        self, current: SearchVersion, request: SearchRequest, query: np.ndarray, user_vector: np.ndarray | None
+    ) -> SearchAnswer:
+        moment = request.context.moment()
+        n = self.state.serving.first_pool(request.k)
         if user_vector is not None:
             n = max(n, self.settings.rerank_candidates)
-        while True:
-            rows, scores = state.text_retriever.search(query[None, :], n)[0]
+
+        def select(rows: np.ndarray, scores: np.ndarray) -> FilterResult:
             if user_vector is not None:
-                item_vectors = self._item_vectors(state, rows)
                 w = self.settings.personal_weight
-                scores = (1 - w) * scores + w * (item_vectors @ user_vector)
-            result = state.filters.apply(rows, scores, UserFacts(), moment)
-            if len(result.rows) >= k or n >= state.text_retriever.max_candidates:
-                break
-            n = min(n * 4, state.text_retriever.max_candidates)
-        mode = MODE_SEARCH if user_vector is None else MODE_PERSONALISED
-        extra = {"query": request.query, schema.USER_ID: request.user_id}
-        return _response(state, mode, extra, result, k)
+                scores = (1 - w) * scores + w * (self._item_vectors(current, rows) @ user_vector)
+            return current.filters.apply(rows, scores, UserFacts(), moment)
 
-    def _similar(self, state: SearchState, request: SimilarRequest) -> dict[str, Any]:
-        k, moment = request.k, request.context.moment()
-        retriever = state.serving.retriever
-        source = state.serving.catalogue.position[request.item_id]
-        vector = self._item_vectors(state, np.array([source]))[0]
-        n = self._first_pool(k) + 1  # the item itself comes back first
-        while True:
-            rows, scores = retriever.search(vector[None, :], n)[0]
+        result = widen_until_k(current.text_retriever, query, n, request.k, select)
+        items, filtered = _shown(current, result, request.k)
+        return SearchAnswer(
+            mode=MODE_SEARCH if user_vector is None else MODE_PERSONALISED,
+            query=request.query,
+            user_id=request.user_id,
+            model_version=current.model_version,
+            items=items,
+            filtered=filtered,
+        )
+
+    def _similar(self, current: SearchVersion, request: SimilarRequest) -> SimilarAnswer:
+        moment = request.context.moment()
+        source = current.version.catalogue.position[request.item_id]
+        vector = self._item_vectors(current, np.array([source]))[0]
+
+        def select(rows: np.ndarray, scores: np.ndarray) -> FilterResult:
             others = rows != source
-            result = state.filters.apply(rows[others], scores[others], UserFacts(), moment)
-            if len(result.rows) >= k or n >= retriever.max_candidates:
-                break
-            n = min(n * 4, retriever.max_candidates)
-        return _response(state, MODE_SIMILAR, {schema.ITEM_ID: request.item_id}, result, k)
+            return current.filters.apply(rows[others], scores[others], UserFacts(), moment)
 
-    def _first_pool(self, k: int) -> int:
-        serving = self.recommender.serving
-        return max(serving.min_candidates, serving.overfetch * k)
+        n = self.state.serving.first_pool(request.k) + 1  # the item itself comes back first
+        result = widen_until_k(current.version.retriever, vector, n, request.k, select)
+        items, filtered = _shown(current, result, request.k)
+        return SimilarAnswer(
+            mode=MODE_SIMILAR,
+            item_id=request.item_id,
+            model_version=current.model_version,
+            items=items,
+            filtered=filtered,
+        )
 
-    def _item_vectors(self, state: SearchState, rows: np.ndarray) -> np.ndarray:
+    def _item_vectors(self, current: SearchVersion, rows: np.ndarray) -> np.ndarray:
         """Two-tower unit vectors of catalogue rows: from memory (exact retrieval) or the item table (HNSW)."""
-        retriever = state.serving.retriever
+        retriever = current.version.retriever
         if isinstance(retriever, ExactRetriever):
             return retriever.matrix[rows]
-        ids = [str(i) for i in state.serving.catalogue.item_ids[rows]]
-        with self.recommender.pool.connection(timeout=self.recommender.settings.db_timeout_s) as conn:
-            found = _read_item_vectors(conn, ids, state.model_version)
+        ids = [str(i) for i in current.version.catalogue.item_ids[rows]]
+        with self.state.connection() as conn:
+            found = vector_queries.read_vectors(conn, ids, current.model_version, schema.ITEM_VECTOR_TABLE)
         if len(found) < len(set(ids)):
-            raise IndexVersionGone(f"item vectors of model_version {state.model_version} are gone")
-        return np.stack([found[i] for i in ids]).astype(np.float32)
+            raise IndexVersionGone(f"item vectors of model_version {current.model_version} are gone")
+        vectors = np.stack([found[i] for i in ids])
+        # the table may hold vectors that are not unit length; search compares cosines
+        return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
 
 
 def _aligned(catalogue: ItemCatalogue, ids: list[str], vectors: np.ndarray, version: str) -> np.ndarray:
@@ -269,25 +277,7 @@ def _aligned(catalogue: ItemCatalogue, ids: list[str], vectors: np.ndarray, vers
     return matrix
 
 
-def _read_item_vectors(conn: psycopg.Connection, item_ids: list[str], version: str) -> dict[str, np.ndarray]:
-    query = sql.SQL("SELECT {id}, {vec} FROM {t} WHERE {id} = ANY(%s) AND {v} = %s").format(
-        id=sql.Identifier(schema.ITEM_ID),
-        vec=sql.Identifier(schema.VECTOR_COLUMN),
-        t=sql.Identifier(schema.ITEM_VECTOR_TABLE),
-        v=sql.Identifier(schema.MODEL_VERSION),
-    )
-    rows = conn.execute(query, (item_ids, version)).fetchall()
-    vectors = {str(item_id): np.asarray(vector.to_numpy(), dtype=np.float32) for item_id, vector in rows}
-    # the table may hold vectors that are not unit length; search compares cosines
-    return {item_id: v / max(float(np.linalg.norm(v)), 1e-12) for item_id, v in vectors.items()}
-
-
-def _response(state: SearchState, mode: Mode, extra: dict[str, Any], result: FilterResult, k: int) -> dict[str, Any]:
-    items = state.serving.catalogue.describe(result.rows[:k], result.scores[:k])
-    return {
-        "mode": mode,
-        **extra,
-        schema.MODEL_VERSION: state.model_version,
-        "items": items,
-        "filtered": {"availability": result.removed["availability"]},
-    }
+def _shown(current: SearchVersion, result: FilterResult, k: int) -> tuple[list[ResponseItem], dict[str, int]]:
+    """The top k survivors as response items, and what the availability rule removed."""
+    items = current.version.catalogue.describe(result.rows[:k], result.scores[:k])
+    return items, {"availability": result.removed["availability"]}

@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 
 from recsys import schema
-from recsys.model.features import MAX_HISTORY, FeatureSpace, recent_positive_items
+from recsys.model.inputs import MAX_HISTORY, FeatureSpace, recent_positive_items
 from recsys.model.towers import ItemTower, UserTower
 
 CONFIG_FILE = "config.json"

@@ -1,4 +1,4 @@
-"""The two towers. nn.Modules only: feature encoding lives in features.py, training in train.py.
+"""The two towers. nn.Modules only: feature encoding lives in inputs.py, training in train.py.
 
 Index 0 of every id / token table is the out-of-vocabulary (or padding) slot, so unknown users, items and
 categories still get a vector; training drops ids to 0 at random so that slot learns a sensible average.

@@ -17,7 +17,7 @@ import pandas as pd
 import torch
 
 from recsys import schema
-from recsys.model.evaluate import positive_mask
+from recsys.model.dataset import positive_mask
 from recsys.text import encode_texts, item_texts
 
 OOV = 0

@@ -1,0 +1,29 @@
+"""Everything the predictor adds to KServe's HTTP app, in one place: `register_routes`.
+
+KServe's ModelServer serves the model protocols itself (V1 `/v1/models/<name>:predict`, V2
+`/v2/models/<name>/infer`, readiness and health) and maps kserve.errors to status codes (InvalidInput 400,
+ModelNotReady 503, InferenceError 500). Our own routes (e.g. `POST /v1/events`) and handlers are added here,
+and only here: `serve()` calls `register_routes` once, before the server starts, so every worker process
+(`ModelServer(workers=N)` forks after that) has them.
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import ORJSONResponse
+
+from serving.events import add_events_route
+
+
+def register_routes(app: FastAPI) -> None:
+    """Add the predictor's own routes and error handlers to KServe's app (`kserve.model_server.app`)."""
+    app.add_exception_handler(RequestValidationError, bad_request_body)
+    add_events_route(app)  # POST /v1/events (serving/events.py)
+
+
+async def bad_request_body(_: Request, exc: RequestValidationError) -> ORJSONResponse:
+    """FastAPI's body validation (V2 JSON) answers 400 {"error": ...} like every other bad input."""
+    first = exc.errors()[0] if exc.errors() else {}
+    where = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or "body"
+    return ORJSONResponse(status_code=400, content={"error": f"{where}: {first.get('msg', 'invalid request')}"})

@@ -1,0 +1,300 @@
+"""The serving-state side of the online path: the Postgres pool, the Feast store, the version poller, and the
+model version being served.
+
+`ServingState` owns the connections and the lifecycle; the request side (recsys.recommender for
+recommendations, recsys.search for search and similar items) asks it for `current()` once per call and works
+on that snapshot. Everything one model version serves with (user tower, item vectors / retriever, item
+catalogue, compiled filters, popularity) lives in one immutable `ServedVersion`; a poller thread watches the
+live model_version in Postgres and swaps in a whole new one when a newer version is published, so no answer
+ever mixes two versions. A version is loaded only when the model dir holds the tower of exactly that version.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psycopg
+from psycopg_pool import ConnectionPool, PoolTimeout
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from recsys import db, history, schema
+from recsys.config import Settings, get_settings
+from recsys.filters import CompiledFilters, FilterConfig, load_filter_config
+from recsys.item_catalogue import ItemCatalogue, load_from_feast
+from recsys.model.artifacts import MODEL_VERSION_FILE, ModelDirError, TrainedModel, load_model
+from recsys.retrieval import ExactRetriever, HnswRetriever, IndexVersionGone, Retriever, Strategy, choose_strategy
+from recsys.vector_index import queries, registry
+
+log = logging.getLogger(__name__)
+
+DB_ERRORS = (psycopg.Error, PoolTimeout, db.DatabaseError, OSError)
+USER_FEATURES = (schema.AGE, schema.GENDER, schema.PREFERENCES)
+# what the online path reads per user in one Feast call: profile features, stored vector and its version
+USER_FEATURE_REFS = [f"{schema.VIEW_USER_FEATURES}:{name}" for name in USER_FEATURES] + [
+    f"{schema.VIEW_USER_EMBEDDING}:{schema.USER_VECTOR}",
+    f"{schema.VIEW_USER_EMBEDDING}:{schema.MODEL_VERSION}",
+]
+
+
+class ServingSettings(BaseSettings):
+    """Knobs of the online path (env prefix RECSYS_SERVING_)."""
+
+    model_config = SettingsConfigDict(env_prefix="RECSYS_SERVING_", extra="forbid")
+
+    retrieval: Strategy = Field(default="auto", description="exact | hnsw | auto (exact up to 500k items)")
+    poll_interval_s: float = Field(default=2.0, gt=0, description="how often the live model_version is checked")
+    overfetch: int = Field(default=4, ge=1, description="first candidate pool = overfetch * k (widened x4)")
+    min_candidates: int = Field(default=50, ge=1, description="first candidate pool is at least this")
+    hnsw_ef_search: int = Field(default=200, ge=1, le=1000)
+    pool_size: int = Field(default=4, ge=1, description="max Postgres connections of the predictor")
+    filters_file: Path | None = Field(default=None, description="JSON FilterConfig replacing the defaults")
+
+    def first_pool(self, k: int) -> int:
+        """Candidates retrieved first for a top-k answer (retrieval.widen_until_k widens from there)."""
+        return max(self.min_candidates, self.overfetch * k)
+
+
+class NotReady(RuntimeError):
+    """No consistent model version is loaded or the database does not answer (HTTP 503)."""
+
+
+@dataclass(frozen=True, eq=False)
+class ServedVersion:
+    """Everything one model version serves with; replaced whole, never mutated."""
+
+    model_version: str
+    model: TrainedModel
+    catalogue: ItemCatalogue
+    retriever: Retriever  # two-tower item vectors
+    filters: CompiledFilters
+    popular_rows: np.ndarray  # catalogue rows, most popular first
+    popular_scores: np.ndarray  # popularity / max popularity, aligned with popular_rows
+
+
+class ServingState:
+    """Pool, store and the live model version, kept current by a poller (thread-safe; `current` never blocks)."""
+
+    def __init__(
+        self,
+        model_dir: Path,
+        settings: Settings | None = None,
+        serving: ServingSettings | None = None,
+        filter_config: FilterConfig | None = None,
+        store: Any = None,
+    ):
+        self.model_dir = Path(model_dir)
+        self.settings = settings or get_settings()
+        self.serving = serving or ServingSettings()
+        self.filter_config = filter_config or load_filter_config(self.serving.filters_file)
+        self._store = store
+        timeout = self.settings.db_timeout_s
+        self._pool = ConnectionPool(
+            conninfo=db.dsn(),
+            min_size=1,
+            max_size=self.serving.pool_size,
+            timeout=timeout,
+            kwargs={
+                "autocommit": True,  # reads only: no COMMIT round trip per request
+                "connect_timeout": max(1, round(timeout)),
+                "options": f"-c statement_timeout={int(timeout * 1000)}",
+            },
+            configure=_register_vector,
+            open=False,
+        )
+        self._pool.open(wait=False)
+        self._version: ServedVersion | None = None
+        self._db_ok = False
+        self._refresh_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._poller: threading.Thread | None = None
+        self._skipped_version: str | None = None
+
+    @classmethod
+    def from_settings(cls, model_dir: Path | None = None, poll: bool = True, **kwargs: Any) -> ServingState:
+        """The state for the configured model dir, loaded if the database allows, polling for new versions."""
+        settings = kwargs.pop("settings", None) or get_settings()
+        state = cls(model_dir or settings.model_dir, settings=settings, **kwargs)
+        try:
+            state.refresh_version()
+        except Exception:  # e.g. Feast views not applied yet: not ready, and the poller keeps trying
+            log.exception("could not load the live model version")
+        if poll:
+            state.start_polling()
+        return state
+
+    # ------------------------------------------------------------------------------------------ for requests
+    @property
+    def store(self):
+        if self._store is None:
+            from recsys.feature_store import get_store
+
+            self._store = get_store(self.settings.feature_repo)
+        return self._store
+
+    @property
+    def model_version(self) -> str | None:
+        version = self._version
+        return version.model_version if version else None
+
+    def ready(self) -> bool:
+        return self._version is not None and self._db_ok
+
+    def current(self) -> ServedVersion:
+        """The version being served; NotReady while none is loaded or the database is down."""
+        version = self._version
+        if version is None or not self._db_ok:
+            raise NotReady("the model or the database is not ready")
+        return version
+
+    def connection(self):
+        """A pooled connection (context manager), waiting at most the configured DB timeout."""
+        return self._pool.connection(timeout=self.settings.db_timeout_s)
+
+    @contextmanager
+    def answering(self) -> Iterator[None]:
+        """Around a request's work: a database failure, or vectors of the served version vanishing under a
+        publish, becomes NotReady (HTTP 503) and makes the poller look at the database and live version now."""
+        try:
+            yield
+        except DB_ERRORS as exc:
+            self._wake.set()
+            raise NotReady(f"database unavailable ({type(exc).__name__})") from None
+        except IndexVersionGone as exc:
+            self._wake.set()
+            raise NotReady(f"the served model_version is being replaced ({exc})") from None
+
+    def build_retriever(
+        self, catalogue: ItemCatalogue, model_version: str, table: str, exact_matrix: Callable[[], np.ndarray]
+    ) -> Retriever:
+        """The one retriever factory of the online path, for any vector table of a version.
+
+        Exact (in memory) over `exact_matrix()` (rows aligned with the catalogue; called only for exact) or
+        HNSW in Postgres over `table`, as ServingSettings.retrieval chooses for the catalogue's size.
+        """
+        if choose_strategy(self.serving.retrieval, len(catalogue)) == "exact":
+            return ExactRetriever(exact_matrix())
+        return HnswRetriever(
+            self._pool,
+            catalogue,
+            model_version,
+            self.serving.hnsw_ef_search,
+            table=table,
+            timeout_s=self.settings.db_timeout_s,
+        )
+
+    # ------------------------------------------------------------------------------------------ lifecycle
+    def start_polling(self) -> None:
+        if self._poller is None:
+            self._poller = threading.Thread(target=self._poll_loop, name="recsys-version-poller", daemon=True)
+            self._poller.start()
+
+    def close(self) -> None:
+        """Stop polling and close the connection pool."""
+        self._stopping.set()
+        self._wake.set()
+        if self._poller is not None:
+            self._poller.join(timeout=self.serving.poll_interval_s + self.settings.db_timeout_s + 1)
+        self._pool.close()
+        self._db_ok = False
+
+    def _poll_loop(self) -> None:
+        while not self._stopping.is_set():
+            self._wake.wait(self.serving.poll_interval_s)
+            self._wake.clear()
+            if not self._stopping.is_set():
+                try:
+                    self.refresh_version()
+                except Exception:  # the poller must survive anything; the next poll retries
+                    log.exception("version refresh failed")
+
+    def refresh_version(self) -> str | None:
+        """Check the database and the live model_version; load and swap in a new version if it changed.
+
+        Returns the version being served (None while nothing consistent is loaded).
+        """
+        with self._refresh_lock:
+            try:
+                with self.connection() as conn:
+                    live = registry.live_model_version(conn)
+                if not self._db_ok:
+                    self._recover()
+                if live is not None and live != self.model_version:
+                    self._switch_to(live)
+            except DB_ERRORS as exc:
+                if self._db_ok:
+                    log.warning("database unavailable: %s", type(exc).__name__)
+                self._db_ok = False
+            return self.model_version
+
+    def _recover(self) -> None:
+        """After an outage: drop broken pooled connections (ours and Feast's) before declaring the DB usable."""
+        self._pool.check()
+        probe = [{schema.USER_ID: ""}]
+        for _ in range(32):  # each failed probe discards one stale connection of Feast's pool
+            try:
+                self.store.get_online_features(features=USER_FEATURE_REFS, entity_rows=probe)
+                break
+            except DB_ERRORS:
+                continue
+        else:
+            raise psycopg.OperationalError("feature store still unreachable")
+        self._db_ok = True
+        log.info("database available")
+
+    def _model_for(self, version: str) -> TrainedModel | None:
+        for candidate in (self.model_dir, self.model_dir / version):
+            version_file = candidate / MODEL_VERSION_FILE
+            if version_file.is_file() and version_file.read_text().strip() == version:
+                try:
+                    return load_model(candidate)
+                except (ModelDirError, RuntimeError, OSError) as exc:  # broken or foreign files: keep serving
+                    if self._skipped_version != version:
+                        log.error("cannot load model_version %s from %s: %s", version, candidate, exc)
+                        self._skipped_version = version
+                    return None
+        if self._skipped_version != version:
+            log.warning(
+                "live model_version %s not found in %s: still serving %s", version, self.model_dir, self.model_version
+            )
+            self._skipped_version = version
+        return None
+
+    def _switch_to(self, version: str) -> None:
+        model = self._model_for(version)
+        if model is None:
+            return
+        with self.connection() as conn:
+            ids, matrix = queries.load_vectors(conn, version, schema.ITEM_VECTOR_TABLE)
+            popularity = history.item_popularity(conn)
+        ids = [str(i) for i in ids]
+        catalogue = load_from_feast(self.store, ids)
+        retriever = self.build_retriever(catalogue, version, schema.ITEM_VECTOR_TABLE, lambda: matrix)
+        counts = np.array([popularity.get(i, 0.0) for i in ids], dtype=np.float64)
+        order = np.argsort(-counts, kind="stable")
+        top = counts.max() if len(counts) and counts.max() > 0 else 1.0
+        self._version = ServedVersion(
+            model_version=version,
+            model=model,
+            catalogue=catalogue,
+            retriever=retriever,
+            filters=CompiledFilters(self.filter_config, catalogue),
+            popular_rows=order.astype(np.int64),
+            popular_scores=(counts[order] / top).astype(np.float32),
+        )
+        self._skipped_version = None
+        log.info("serving model_version %s (%d items, %s retrieval)", version, len(ids), retriever.strategy)
+
+
+def _register_vector(conn: psycopg.Connection) -> None:
+    from pgvector.psycopg import register_vector
+
+    register_vector(conn)
