@@ -1,6 +1,6 @@
 """The Kubeflow pipeline: every offline step of the recommender in one DAG.
 
-generate -> [images, GPU, optional] -> feast apply -> materialize -> train -> evaluate
+generate -> [images, GPU, optional] -> include logged events -> feast apply -> materialize -> train -> evaluate
          -> quality gate (model beats popularity and min Recall@10) -> publish -> [deploy, optional]
 
 The steps after generate form one sub-pipeline (`offline_steps`) that runs on either branch of the images
@@ -13,6 +13,7 @@ from kfp import dsl, kubernetes
 from kfp.dsl import Dataset, Input
 
 from components.data import generate_data, generate_images
+from components.events import include_events
 from components.features import feast_apply, materialize
 from components.model import evaluate, train
 from components.serving import deploy_inference_service, publish
@@ -57,23 +58,27 @@ def offline_steps(
     serving_image: str,
     db_secret_name: str,
 ) -> None:
-    """Feature store, training, evaluation and, behind the quality gate, publishing and deployment."""
-    applied = _side_effecting(_talks_to_postgres(feast_apply(data=data), db_secret_name))
+    """The logged user events merged in, feature store, training, evaluation and, behind the quality gate,
+    publishing and deployment."""
+    merged = _side_effecting(_talks_to_postgres(include_events(data=data), db_secret_name))
+    merged.set_display_name("include logged events")
+    dataset = merged.outputs["data_with_events"]
+    applied = _side_effecting(_talks_to_postgres(feast_apply(data=dataset), db_secret_name))
     applied.set_display_name("feast apply")
     registry = applied.outputs["registry"]
-    loaded = _side_effecting(_talks_to_postgres(materialize(data=data, registry=registry), db_secret_name))
+    loaded = _side_effecting(_talks_to_postgres(materialize(data=dataset, registry=registry), db_secret_name))
     loaded.set_display_name("materialize online features")
 
-    trained = train(data=data, split=split, epochs=epochs, seed=seed)
+    trained = train(data=dataset, split=split, epochs=epochs, seed=seed)
     trained.set_cpu_limit("4").set_memory_limit("8G").set_display_name("train two-tower")
     evaluated = evaluate(
-        data=data, model=trained.outputs["model"], split=split, seed=seed, min_recall_at_10=min_recall_at_10
+        data=dataset, model=trained.outputs["model"], split=split, seed=seed, min_recall_at_10=min_recall_at_10
     )
     evaluated.set_memory_limit("8G").set_display_name("evaluate vs baselines")
 
     with dsl.If(evaluated.outputs["Output"] == True, name="quality-gate-passed"):  # noqa: E712 (a DSL condition)
         published = _side_effecting(
-            _talks_to_postgres(publish(data=data, model=trained.outputs["model"], registry=registry), db_secret_name)
+            _talks_to_postgres(publish(data=dataset, model=trained.outputs["model"], registry=registry), db_secret_name)
         ).after(loaded)
         published.set_display_name("publish vectors")
         with dsl.If(deploy == True, name="deploy-enabled"):  # noqa: E712

@@ -13,13 +13,17 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import ORJSONResponse
 
+from serving.browse_routes import browse_router
 from serving.events import add_events_route
+from serving.model import RecommenderModel
 
 
-def register_routes(app: FastAPI) -> None:
+def register_routes(app: FastAPI, model: RecommenderModel) -> None:
     """Add the predictor's own routes and error handlers to KServe's app (`kserve.model_server.app`)."""
     app.add_exception_handler(RequestValidationError, bad_request_body)
     add_events_route(app)  # POST /v1/events (serving/events.py)
+    # GET /v1/users, /v1/users/{id}, /v1/items/{id}, /v1/categories over the model's served version
+    app.include_router(browse_router(lambda: model.state, model.deadline_s))
 
 
 async def bad_request_body(_: Request, exc: RequestValidationError) -> ORJSONResponse:

@@ -65,5 +65,5 @@ def serve(model_dir: Path | None, http_port: int, args: argparse.Namespace | Non
     _configure_logging(args.access_log)  # after ModelServer: its constructor (re)configures logging
     model = RecommenderModel(args.model_name, model_dir=model_dir)
     model.load()
-    register_routes(model_server.app)  # every route and handler of ours: serving/routes.py
+    register_routes(model_server.app, model)  # every route and handler of ours: serving/routes.py
     server.start([model])

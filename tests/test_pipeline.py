@@ -22,8 +22,8 @@ from recsys import schema
 from recsys.config import get_settings
 
 ROOT = Path(__file__).resolve().parents[1]
-SIDE_EFFECTING = ("feast-apply", "materialize", "publish", "deploy-inference-service")
-DB_STEPS = ("feast-apply", "materialize", "publish")
+SIDE_EFFECTING = ("include-events", "feast-apply", "materialize", "publish", "deploy-inference-service")
+DB_STEPS = ("include-events", "feast-apply", "materialize", "publish")
 MARKER_PASSWORD = "do-not-compile-me-7731"
 
 
@@ -57,6 +57,7 @@ def test_every_step_is_a_component_of_the_project_image(compiled: tuple) -> None
     steps = {name.removeprefix("exec-").rsplit("-2", 1)[0] for name in executors}
     assert steps == {
         "generate-data",
+        "include-events",
         "generate-images",
         "feast-apply",
         "materialize",
@@ -102,7 +103,7 @@ def test_publish_and_deploy_sit_behind_the_quality_gate_and_deploy_behind_its_fl
     components = spec["components"]
     for offline in ("comp-recsys-offline-steps", "comp-recsys-offline-steps-2"):
         dag = components[offline]["dag"]["tasks"]
-        assert set(dag) == {"feast-apply", "materialize", "train", "evaluate", "condition-1"}
+        assert set(dag) == {"include-events", "feast-apply", "materialize", "train", "evaluate", "condition-1"}
         gate = dag["condition-1"]
         assert set(gate["dependentTasks"]) == {"evaluate", "feast-apply", "materialize", "train"}
         assert (
@@ -143,7 +144,7 @@ def test_database_steps_get_the_dsn_from_a_secret_reference_only(compiled: tuple
         assert secret["keyToEnv"] == [{"envVar": "RECSYS_PG_DSN", "secretKey": "dsn"}]
         assert secret["secretNameParameter"]["componentInputParameter"].endswith("db_secret_name")
         assert config["podMetadata"]["labels"] == {"recsys.io/db-client": "true"}
-    assert sum(executor.removeprefix("exec-").rsplit("-2", 1)[0] in DB_STEPS for executor in platform) == 6
+    assert sum(executor.removeprefix("exec-").rsplit("-2", 1)[0] in DB_STEPS for executor in platform) == 8
     assert "postgresql://" not in text and "password" not in text.lower()
 
 

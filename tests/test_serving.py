@@ -83,7 +83,8 @@ def test_readiness_and_v1_round_trip(server: str, setup: dict) -> None:
     known, profile, unknown = response.json()["predictions"]
     assert known[schema.USER_ID] == setup["users"][0] and known["cold_start"] is False
     assert len(known["items"]) == 10 and known[schema.MODEL_VERSION] == setup["version"]
-    assert set(known["items"][0]) == {schema.ITEM_ID, "score", schema.PRODUCT_NAME, schema.CATEGORY, schema.IMG_LINK}
+    assert set(known["items"][0]) == {schema.ITEM_ID, "score", schema.PRODUCT_NAME, schema.CATEGORY, schema.IMG_LINK,
+                                      schema.ACTUAL_PRICE, schema.DISCOUNTED_PRICE}  # fmt: skip
     assert profile["cold_start"] is True and len(profile["items"]) == 5
     assert unknown["cold_start"] is True and unknown["source"] == "popularity" and len(unknown["items"]) == 3
 
@@ -189,6 +190,81 @@ def test_bad_v2_input_is_a_400_naming_the_field(server: str, body, field: str | 
 def test_unknown_model_is_a_404_json(server: str) -> None:
     response = httpx.post(server + "/v1/models/nope:predict", json={"instances": [{"user_id": "u"}]}, timeout=5)
     assert response.status_code == 404 and "error" in response.json()
+
+
+def test_browse_routes_list_users_profiles_items_and_categories(server: str, setup: dict) -> None:
+    """GET /v1/users, /v1/users/{id}, /v1/items/{id}, /v1/categories (serving/browse_routes.py), read-only."""
+    users = pd.read_parquet(setup["data"] / schema.USERS_FILE).set_index(schema.USER_ID)
+    items = pd.read_parquet(setup["data"] / schema.ITEMS_FILE).set_index(schema.ITEM_ID)
+    listed = httpx.get(server + "/v1/users", params={"limit": 5}, timeout=10)
+    assert listed.status_code == 200, listed.text
+    body = listed.json()
+    listed_ids = [u[schema.USER_ID] for u in body["users"]]
+    assert listed_ids == sorted(listed_ids) and len(listed_ids) == 5
+    assert 5 <= body["total"] <= len(users) and body[schema.MODEL_VERSION] == setup["version"]
+    first = body["users"][0]
+    expected = users.loc[first[schema.USER_ID]]
+    assert (first[schema.USER_NAME], first[schema.AGE], first[schema.GENDER], first[schema.PREFERENCES]) == (
+        expected[schema.USER_NAME], int(expected[schema.AGE]), expected[schema.GENDER], expected[schema.PREFERENCES]
+    )  # fmt: skip
+
+    profile = httpx.get(f"{server}/v1/users/{first[schema.USER_ID]}", timeout=10).json()
+    assert profile["known"] is True and profile[schema.USER_NAME] == expected[schema.USER_NAME]
+    assert profile["recent"] and all(i[schema.ITEM_ID] in items.index for i in profile["recent"])
+    assert len({i[schema.ITEM_ID] for i in profile["recent"]}) == len(profile["recent"])  # each item once
+    assert set(profile["history_counts"]) == {"purchased", "carted", "viewed"}
+
+    item_id = str(items.index[3])
+    item = httpx.get(f"{server}/v1/items/{item_id}", timeout=10).json()
+    row = items.loc[item_id]
+    assert (
+        item[schema.PRODUCT_NAME] == row[schema.PRODUCT_NAME]
+        and item[schema.ABOUT_PRODUCT] == row[schema.ABOUT_PRODUCT]
+    )
+    assert item[schema.DISCOUNTED_PRICE] == pytest.approx(row[schema.DISCOUNTED_PRICE])
+    assert item[schema.STOCK_QUANTITY] == row[schema.STOCK_QUANTITY]
+
+    categories = httpx.get(server + "/v1/categories", timeout=10).json()["categories"]
+    assert set(categories) == set(items[schema.CATEGORY])
+
+    recommended = predict(server, {"instances": [{"user_id": first[schema.USER_ID], "k": 3}]}).json()
+    for answer_item in recommended["predictions"][0]["items"]:  # cards carry prices too
+        assert answer_item[schema.ACTUAL_PRICE] == pytest.approx(
+            items.loc[answer_item[schema.ITEM_ID], schema.ACTUAL_PRICE]
+        )
+
+
+def test_a_logged_event_is_the_newest_recent_activity(server: str, setup: dict) -> None:
+    user = setup["users"][-1]
+    profile = httpx.get(f"{server}/v1/users/{user}", timeout=10).json()
+    [prediction] = predict(server, {"instances": [{"user_id": user, "k": 1}]}).json()["predictions"]
+    item_id = prediction["items"][0][schema.ITEM_ID]
+    event = {"event_id": f"browse-{user}", "user_id": user, "item_id": item_id, "interaction_type": "purchase"}
+    assert httpx.post(server + "/v1/events", json={"events": [event]}, timeout=10).json()["accepted"] == 1
+    after = httpx.get(f"{server}/v1/users/{user}", timeout=10).json()
+    assert after["recent"][0][schema.ITEM_ID] == item_id and after["recent"][0][schema.INTERACTION_TYPE] == "purchase"
+    assert after["history_counts"]["purchased"] == profile["history_counts"]["purchased"] + 1
+
+
+@pytest.mark.parametrize(
+    ("path", "status", "error"),
+    [
+        ("/v1/users/nobody-ever", 404, "user_id: unknown user 'nobody-ever'"),
+        ("/v1/items/no-such-item", 404, "item_id: unknown item 'no-such-item'"),
+        ("/v1/users?limit=0", 400, "limit: expected 1..1000, got 0"),
+        ("/v1/users?limit=5000", 400, "limit: expected 1..1000, got 5000"),
+        (
+            "/v1/users?limit=abc",
+            400,
+            "query.limit: Input should be a valid integer, unable to parse string as an integer",
+        ),
+        ("/v1/users/a%00b", 400, "user_id: must not contain NUL characters or lone surrogates"),
+        ("/v1/items/" + "x" * 200, 400, "item_id: expected 1..128 characters"),
+    ],
+)
+def test_browse_routes_reject_bad_and_unknown_ids(server: str, path: str, status: int, error: str) -> None:
+    response = httpx.get(server + path, timeout=10)
+    assert (response.status_code, response.json()) == (status, {"error": error})
 
 
 def test_cli_recommend_through_the_predictor(server: str, setup: dict) -> None:

@@ -105,7 +105,7 @@ def test_v1_recommendations_have_the_exact_shape(model: RecommenderModel, publis
         assert prediction[schema.MODEL_VERSION] == published.version
         assert all(set(item) == ResponseItem.__required_keys__ for item in prediction["items"])
     assert ResponseItem.__required_keys__ == {schema.ITEM_ID, "score", schema.PRODUCT_NAME, schema.CATEGORY,
-                                              schema.IMG_LINK}  # fmt: skip
+                                              schema.IMG_LINK, schema.ACTUAL_PRICE, schema.DISCOUNTED_PRICE}  # fmt: skip
     assert [len(p["items"]) for p in (known, profile, unknown)] == [10, 5, 3]
     assert [p["source"] for p in (known, profile, unknown)] == ["stored_embedding", "user_tower", "popularity"]
     assert [p["cold_start"] for p in (known, profile, unknown)] == [False, True, True]

@@ -73,8 +73,7 @@ def generate_item_images(items_path: Path, out_dir: Path) -> None:
 
 def start_ui(predictor_url: str, images_dir: Path, log_path: Path) -> tuple[subprocess.Popen, str]:
     port = free_loopback_port()
-    command = [str(Path(sys.executable).with_name("recsys")), "ui", "--predictor-url", predictor_url,
-               "--http-port", str(port), "--images-dir", str(images_dir)]  # fmt: skip
+    command = [sys.executable, "-c", f"from pathlib import Path; from recsys.ui.server import serve; serve({predictor_url!r}, {port}, images_dir=Path({str(images_dir)!r}))"]
     with log_path.open("wb") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"

@@ -120,21 +120,23 @@ def user_details(state: ServingState, user_id: str) -> dict[str, Any]:
     trained = version.model.recent_items.get(user_id)
     if trained is None and past is None and not events and all(v is None for v in profile.values()):
         raise NotFound(f"user_id: unknown user {user_id!r}")
-    recent: list[dict[str, Any]] = []
-    for item_id, kind, moment in events:
+    recent: list[dict[str, Any]] = []  # each item once, at its newest interaction
+    seen: set[str] = set()
+    activity = [
+        *((i, kind, _plain(moment)) for i, kind, moment in events),
+        *((i, None, None) for i in reversed(trained or [])),
+    ]
+    for item_id, kind, moment in activity:
         card = item_card(version, item_id)
-        if card is not None:
-            recent.append(card | {schema.INTERACTION_TYPE: kind, schema.TIMESTAMP: _plain(moment)})
-    for item_id in reversed(trained or []):
-        card = item_card(version, item_id)
-        if card is not None and len(recent) < RECENT_ITEMS:
-            recent.append(card | {schema.INTERACTION_TYPE: None, schema.TIMESTAMP: None})
+        if card is not None and item_id not in seen and len(recent) < RECENT_ITEMS:
+            seen.add(item_id)
+            recent.append(card | {schema.INTERACTION_TYPE: kind, schema.TIMESTAMP: moment})
     counts = {kind: len(getattr(past, kind)) if past else 0 for kind in HISTORY_KINDS}
     return {
         schema.USER_ID: user_id,
         **profile,
         "known": trained is not None,
-        "recent": recent[:RECENT_ITEMS],
+        "recent": recent,
         "history_counts": counts,
         schema.MODEL_VERSION: version.model_version,
     }

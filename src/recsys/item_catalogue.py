@@ -22,7 +22,10 @@ CATALOGUE_FEATURES = (
     schema.IMG_LINK,
     schema.ARRIVAL_DATE,
     schema.STOCK_QUANTITY,
+    schema.ACTUAL_PRICE,
+    schema.DISCOUNTED_PRICE,
 )
+PRICES = (schema.ACTUAL_PRICE, schema.DISCOUNTED_PRICE)  # optional in from_frame: NaN when absent
 FEAST_BATCH = 1000  # entity rows per get_online_features call while loading
 
 
@@ -38,13 +41,14 @@ class ItemCatalogue:
     img_links: np.ndarray  # object (str | None)
     arrival_ns: np.ndarray  # int64 epoch nanoseconds (int64 max when unknown)
     stock: np.ndarray  # int64
+    prices: dict[str, np.ndarray]  # ACTUAL_PRICE / DISCOUNTED_PRICE -> float64 per item (NaN when unknown)
     position: dict[str, int]  # item_id -> row
 
     def __len__(self) -> int:
         return len(self.item_ids)
 
     def describe(self, rows: Sequence[int], scores: Sequence[float]) -> list[ResponseItem]:
-        """The response items for catalogue rows: id, score, name, category path, image link."""
+        """The response items for catalogue rows: id, score, name, category path, image link, prices."""
         return [
             ResponseItem(
                 item_id=self.item_ids[row],
@@ -52,9 +56,15 @@ class ItemCatalogue:
                 product_name=self.product_names[row],
                 category=self.categories[self.category_codes[row]],
                 img_link=self.img_links[row],
+                actual_price=self._price(schema.ACTUAL_PRICE, row),
+                discounted_price=self._price(schema.DISCOUNTED_PRICE, row),
             )
             for row, score in zip(rows, scores, strict=True)
         ]
+
+    def _price(self, name: str, row: int) -> float | None:
+        value = float(self.prices[name][row])
+        return None if np.isnan(value) else value
 
     def positions(self, item_ids: Sequence[str]) -> np.ndarray:
         """Rows of the given ids that the catalogue knows (unknown ids are skipped)."""
@@ -63,7 +73,8 @@ class ItemCatalogue:
 
     @classmethod
     def from_frame(cls, frame: pd.DataFrame) -> ItemCatalogue:
-        """Build from a frame with item_id and the CATALOGUE_FEATURES columns (any may hold nulls)."""
+        """Build from a frame with item_id and the CATALOGUE_FEATURES columns (any may hold nulls; the PRICES
+        columns may be absent)."""
         ids = frame[schema.ITEM_ID].astype(str).to_numpy(dtype=object)
         category = frame[schema.CATEGORY].fillna("").astype(str)
         codes, uniques = pd.factorize(category, sort=True)
@@ -73,6 +84,12 @@ class ItemCatalogue:
         arrival_ns = np.where(arrival.isna().to_numpy(), never, raw_ns)
         stock = pd.to_numeric(frame[schema.STOCK_QUANTITY], errors="coerce").fillna(0).to_numpy(dtype=np.int64)
         img = frame[schema.IMG_LINK].astype(object).where(frame[schema.IMG_LINK].notna(), None)
+        prices = {
+            name: pd.to_numeric(frame[name], errors="coerce").to_numpy(dtype=np.float64)
+            if name in frame.columns
+            else np.full(len(frame), np.nan)
+            for name in PRICES
+        }
         return cls(
             item_ids=ids,
             product_names=frame[schema.PRODUCT_NAME].fillna("").astype(str).to_numpy(dtype=object),
@@ -81,6 +98,7 @@ class ItemCatalogue:
             img_links=img.to_numpy(dtype=object),
             arrival_ns=arrival_ns.astype(np.int64),
             stock=stock,
+            prices=prices,
             position={item_id: row for row, item_id in enumerate(ids)},
         )
 

@@ -8,6 +8,11 @@ one `ServedVersion` snapshot, so an answer never mixes two versions.
 Per request batch: ONE Feast get_online_features call (user_features + user_embedding for every user_id), ONE
 SQL read of the users' history, one tower forward for the users that need it, one retrieval round (widened by
 retrieval.widen_until_k for requests whose filters leave fewer than k), numpy filters.
+
+Users with events newer than the published vectors (history `pending`, see recsys.events) skip their stored
+vector: the tower re-embeds them from training history + those events, and the mean item vector of the events
+is added (weight ServingSettings.event_weight; one more SQL read), because the tower pools up to 20 items
+equally and a handful of new ones would barely move it.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from recsys.request_models import RecommendRequest
 from recsys.response_models import Recommendation, Source
 from recsys.retrieval import widen_until_k
 from recsys.serving_state import USER_FEATURE_REFS, USER_FEATURES, ServedVersion, ServingState
+from recsys.vector_index.queries import read_vectors
 
 # where a request's user vector came from
 SOURCE_STORED: Source = "stored_embedding"
@@ -40,6 +46,7 @@ class _Job:
     source: Source
     cold_start: bool
     vector: np.ndarray | None = None
+    pending: tuple[str, ...] = ()  # items of events since the publish (they steer the tower's vector)
 
 
 def _missing(value: Any) -> bool:
@@ -103,7 +110,7 @@ class Recommender:
                     _Job(request, facts, SOURCE_STORED, cold_start=False, vector=np.asarray(vector, dtype=np.float32))
                 )
             elif known or age is not None or gender is not None or prefs is not None:
-                job = _Job(request, facts, SOURCE_TOWER, cold_start=not known)
+                job = _Job(request, facts, SOURCE_TOWER, cold_start=not known, pending=tuple(pending))
                 jobs.append(job)
                 tower_jobs.append(job)
                 tower_rows.append(
@@ -117,7 +124,22 @@ class Recommender:
             vectors = version.model.encode_users(pd.DataFrame(tower_rows), history=tower_history)
             for job, vector in zip(tower_jobs, vectors, strict=True):
                 job.vector = vector
+            self._steer_by_events(version, [job for job in tower_jobs if job.pending])
         return jobs
+
+    def _steer_by_events(self, version: ServedVersion, jobs: list[_Job]) -> None:
+        """vector <- unit(vector + event_weight * mean item vector of the job's pending items)."""
+        weight = self.state.serving.event_weight
+        if not jobs or weight == 0:
+            return
+        wanted = list(dict.fromkeys(item for job in jobs for item in job.pending))
+        with self.state.connection() as conn:
+            vectors = read_vectors(conn, wanted, version.model_version)
+        for job in jobs:
+            found = [vectors[item] for item in job.pending if item in vectors]
+            if found and job.vector is not None:
+                steered = job.vector + weight * np.mean(found, axis=0)
+                job.vector = (steered / max(float(np.linalg.norm(steered)), 1e-12)).astype(np.float32)
 
     def _recommend(self, version: ServedVersion, requests: Sequence[RecommendRequest]) -> list[Recommendation]:
         jobs = self._plan(version, requests)

@@ -32,6 +32,8 @@ class ResponseItem(TypedDict):
     product_name: str
     category: str  # 'Department|Group|Leaf'
     img_link: str | None
+    actual_price: float | None  # list price
+    discounted_price: float | None  # what the shopper pays now
 
 
 @with_config(_EXACT)

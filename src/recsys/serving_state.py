@@ -56,6 +56,9 @@ class ServingSettings(BaseSettings):
     hnsw_ef_search: int = Field(default=200, ge=1, le=1000)
     pool_size: int = Field(default=4, ge=1, description="max Postgres connections of the predictor")
     filters_file: Path | None = Field(default=None, description="JSON FilterConfig replacing the defaults")
+    event_weight: float = Field(
+        default=1.0, ge=0, description="weight of a user's events since the publish (0: the user tower alone)"
+    )
 
     def first_pool(self, k: int) -> int:
         """Candidates retrieved first for a top-k answer (retrieval.widen_until_k widens from there)."""

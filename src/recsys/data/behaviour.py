@@ -23,9 +23,9 @@ from recsys.data import taxonomy
 from recsys.data.entities import NS_PER_S, Items, Users, make_ids, n_communities
 
 SESSION_LENGTH = 4.0  # mean interactions per session (geometric)
-CO_PURCHASE_SHARE = 0.7  # of a session's later interactions: drawn from the group of its latest fresh pick
+CO_PURCHASE_SHARE = 0.8  # of a session's later interactions: drawn from the group of its latest fresh pick
 SESSION_GAP_S = 90.0  # mean seconds between two interactions of a session
-RETURN_SHARE = 0.3  # of the fresh picks after a user's first: back to the group of an earlier interaction
+RETURN_SHARE = 0.5  # of the fresh picks after a user's first: back to the group of an earlier interaction
 BROWSE_SHARE = 0.25  # of the picks not driven by the category: plain popularity, no latent taste
 TIER_FOCUS = 0.95  # share of category-driven picks that stay in the user's own price tier
 # interaction type mix when following a taste vs browsing; order as schema.INTERACTION_TYPES

@@ -19,7 +19,7 @@ from recsys.data import taxonomy
 
 TIER_SHARES = (0.3, 0.35, 0.22, 0.13)  # budget, standard, premium, luxury
 ZIPF_EXPONENT = 1.0  # item popularity ~ (rank + ZIPF_HEAD)^-a
-ZIPF_HEAD = 10.0  # flattens the very head, as real catalogues have several near-equal best sellers
+ZIPF_HEAD = 3.0  # flattens the very head, as real catalogues have several near-equal best sellers
 GROUP_SIZE = 6  # items per co-purchase group (within one leaf)
 COMMUNITY_SIZE = 40  # items per latent taste community; each item belongs to one, each user leans towards a few
 COMMUNITIES_PER_USER = 3

@@ -185,7 +185,11 @@ function renderProfile(request, profile) {
   $("profile").textContent = facts.join(" · ") || "No profile: an anonymous visitor.";
   const list = $("history");
   const recent = profile ? profile.recent || [] : [];
+  const counts = profile ? profile.history_counts || {} : {};
   $("history-section").hidden = !request.user_id;
+  $("history-title").textContent = request.user_id
+    ? `Recent activity (history: ${counts.purchased ?? 0} bought, ${counts.carted ?? 0} carted, ${counts.viewed ?? 0} viewed)`
+    : "Recent activity";
   list.replaceChildren(...recent.map((item) => el("li", {},
     el("a", { href: itemHref(item.item_id), title: item.product_name },
       picture(item, { loading: "lazy", width: 96, height: 96 }),
