@@ -6,6 +6,9 @@ thread run that Python at a time. So instead of one worker thread per request, a
 take every request waiting in the queue (up to `max_instances` instances) and answer them with one call:
 under load the fixed cost is paid once per batch instead of once per request; alone, a request goes
 straight through.
+
+One member's failure stays its own: when a merged batch fails, each member is answered again alone, unless the
+failure is shared by construction (`shared_failure`, e.g. the database is down), in which case every member gets it.
 """
 
 from __future__ import annotations
@@ -30,9 +33,18 @@ class _Pending(Generic[Request]):
 class MicroBatcher(Generic[Request]):
     """Runs `handle(requests) -> results` (one result per request, same order) on merged batches."""
 
-    def __init__(self, handle: Callable[[list[Request]], list[Any]], workers: int = 2, max_instances: int = 64):
+    def __init__(
+        self,
+        handle: Callable[[list[Request]], list[Any]],
+        workers: int = 2,
+        max_instances: int = 64,
+        shared_failure: Callable[[Exception], bool] = lambda _: False,
+        on_batch: Callable[[int], None] = lambda _: None,
+    ):
         self._handle = handle
         self._max_instances = max_instances
+        self._shared_failure = shared_failure
+        self._on_batch = on_batch  # called with the number of instances of each merged call (metrics)
         self._queue: deque[_Pending[Request]] = deque()
         self._ready = threading.Condition()
         self._closed = False
@@ -75,17 +87,32 @@ class MicroBatcher(Generic[Request]):
     def _work(self) -> None:
         while (batch := self._take()) is not None:
             merged = [request for pending in batch for request in pending.requests]
+            self._on_batch(len(merged))
             try:
                 results = self._handle(merged)
-            except Exception as exc:  # every request of the batch gets the failure
-                for pending in batch:
-                    pending.loop.call_soon_threadsafe(_fail, pending.future, exc)
+            except Exception as exc:
+                if len(batch) == 1 or self._shared_failure(exc):
+                    for pending in batch:
+                        pending.loop.call_soon_threadsafe(_fail, pending.future, exc)
+                else:  # it may be one member's fault: answer each alone
+                    for pending in batch:
+                        self._answer_alone(pending)
                 continue
             start = 0
             for pending in batch:
                 part = results[start : start + len(pending.requests)]
                 start += len(pending.requests)
                 pending.loop.call_soon_threadsafe(_resolve, pending.future, part)
+
+    def _answer_alone(self, pending: _Pending[Request]) -> None:
+        if pending.future.done():  # its caller gave up (deadline)
+            return
+        try:
+            result = self._handle(list(pending.requests))
+        except Exception as exc:
+            pending.loop.call_soon_threadsafe(_fail, pending.future, exc)
+        else:
+            pending.loop.call_soon_threadsafe(_resolve, pending.future, result)
 
 
 def _resolve(future: asyncio.Future, value: Any) -> None:

@@ -2,9 +2,8 @@
 and its request side: recsys.recommender.Recommender and recsys.search.Searcher.
 
 V1 `POST /v1/models/recommender:predict` takes `{"instances": [...]}` (see recsys.request_models) and answers
-`{"predictions": [...]}` (recsys.response_models.PredictResponse); V2 `POST /v2/models/recommender/infer` takes
-`user_id` (BYTES [n]) and an optional `k` (INT32/INT64, [1] or [n]) and answers `item_id` (BYTES [n, k]) and
-`score` (FP32 [n, k]); rows with fewer than k items are padded with "" and 0.0.
+`{"predictions": [...]}` (recsys.response_models.PredictResponse); V2 `POST /v2/models/recommender/infer` is
+parsed and answered by serving.v2.
 
 Status codes: bad input -> 400 {"error": "<field>: <why>"}; no consistent model version or database down ->
 503; anything unexpected -> 500 with a generic message (details only in the server log). predict is async
@@ -19,86 +18,22 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-from kserve import InferOutput, InferRequest, InferResponse, Model
+from kserve import InferRequest, InferResponse, Model
 from kserve.errors import InferenceError, InvalidInput, ModelNotReady
 
 from recsys.contract import SERVED_MODEL_NAME
 from recsys.recommender import Recommender
-from recsys.request_models import MAX_ID_CHARS, MAX_INSTANCES, MAX_K, RecommendRequest, RequestError, parse_instances
-from recsys.response_models import Prediction, PredictResponse, Recommendation
+from recsys.request_models import MAX_INSTANCES, RecommendRequest, RequestError, parse_instances
+from recsys.response_models import Prediction, PredictResponse
 from recsys.search import Searcher
 from recsys.serving_state import NotReady, ServingState
 from serving.batching import MicroBatcher
+from serving.v2 import parse_v2_request, v2_response
 
 log = logging.getLogger(__name__)
 
-V2_USER_ID, V2_K, V2_ITEM_ID, V2_SCORE = "user_id", "k", "item_id", "score"
-V2_INT_TYPES = ("INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64")
 REQUEST_DEADLINE_S = 5.0  # a request still running after this answers 503 (its batch finishes on its own)
 BATCH_WORKERS = 2  # threads answering merged batches: one computes while the other waits on the database
-
-
-def _flat(values: Any) -> list[Any]:
-    if isinstance(values, np.ndarray):
-        return values.reshape(-1).tolist()
-    out: list[Any] = []
-    for value in values if isinstance(values, list) else [values]:
-        out.extend(_flat(value) if isinstance(value, list | np.ndarray) else [value])
-    return out
-
-
-def parse_v2_request(request: InferRequest) -> list[RecommendRequest]:
-    """V2 inputs -> RecommendRequests, or RequestError naming the input."""
-    inputs = {i.name: i for i in request.inputs}
-    unknown = sorted(set(inputs) - {V2_USER_ID, V2_K})
-    if unknown:
-        raise RequestError(f"inputs.{unknown[0]}: unknown input (expected {V2_USER_ID} and optional {V2_K})")
-    if V2_USER_ID not in inputs:
-        raise RequestError(f"inputs.{V2_USER_ID}: missing")
-    users = inputs[V2_USER_ID]
-    if users.datatype != "BYTES":
-        raise RequestError(f"inputs.{V2_USER_ID}: datatype must be BYTES, got {users.datatype}")
-    ids = [v.decode("utf-8", errors="replace") if isinstance(v, bytes) else v for v in _flat(users.data)]
-    if not ids:
-        raise RequestError(f"inputs.{V2_USER_ID}: empty")
-    if len(ids) > MAX_INSTANCES:
-        raise RequestError(f"inputs.{V2_USER_ID}: at most {MAX_INSTANCES} users per request, got {len(ids)}")
-    for i, user_id in enumerate(ids):
-        if not isinstance(user_id, str) or not 0 < len(user_id) <= MAX_ID_CHARS:
-            raise RequestError(f"inputs.{V2_USER_ID}[{i}]: expected a string of 1..{MAX_ID_CHARS} characters")
-    ks = [10] * len(ids)
-    if V2_K in inputs:
-        k_input = inputs[V2_K]
-        if k_input.datatype not in V2_INT_TYPES:
-            raise RequestError(f"inputs.{V2_K}: datatype must be an integer type, got {k_input.datatype}")
-        values = _flat(k_input.data)
-        if len(values) not in (1, len(ids)):
-            raise RequestError(f"inputs.{V2_K}: give one k or one per user_id, got {len(values)}")
-        if not all(isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= MAX_K for v in values):
-            raise RequestError(f"inputs.{V2_K}: each k must be an integer in 1..{MAX_K}")
-        ks = values * len(ids) if len(values) == 1 else values
-    return [RecommendRequest(user_id=user_id, k=k) for user_id, k in zip(ids, ks, strict=True)]
-
-
-def v2_response(request: InferRequest, model_name: str, predictions: list[Recommendation]) -> InferResponse:
-    width = max((len(p["items"]) for p in predictions), default=0)
-    item_ids, scores = [], []
-    for p in predictions:
-        pad = width - len(p["items"])
-        item_ids.extend([i["item_id"] for i in p["items"]] + [""] * pad)
-        scores.extend([i["score"] for i in p["items"]] + [0.0] * pad)
-    shape = [len(predictions), width]
-    version = predictions[0]["model_version"] if predictions else None
-    return InferResponse(
-        response_id=request.id or "",
-        model_name=model_name,
-        model_version=version,
-        infer_outputs=[
-            InferOutput(name=V2_ITEM_ID, shape=shape, datatype="BYTES", data=item_ids),
-            InferOutput(name=V2_SCORE, shape=shape, datatype="FP32", data=scores),
-        ],
-    )
 
 
 class RecommenderModel(Model):

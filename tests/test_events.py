@@ -337,3 +337,49 @@ def test_kill_9_right_after_200_loses_nothing(catalogue: Catalogue, tmp_path: Pa
         assert answer.json() == {"accepted": 0, "duplicates": len(items)}
         recommended = {i[schema.ITEM_ID] for i in top_items(predictor.url, "k9-user", k=50)}
     assert recommended and not recommended & set(items)
+
+
+@pytest.mark.e2e
+def test_events_reach_the_next_pipeline_run_whose_model_is_served_without_restart(
+    running: RunningPredictor, catalogue: Catalogue, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Point 3 (and 6, second half): events -> `recsys pipeline run --local` -> the running predictor switches to
+    the new version -> that model was trained on the events. The pipeline's catalogue (200 items) lacks an item an
+    event names: the event stays in the log, nothing crashes, and that item is refused from then on."""
+    from pipelines.runner import run_local
+    from recsys.config import get_settings
+    from recsys.model.artifacts import load_model
+
+    bought, viewed, leaving = "i00011", "i00012", "i00350"  # the pipeline generates i00001..i00200
+    events = [event("loop-1", "loop-user", bought), event("loop-2", "loop-user", viewed, kind=schema.POSITIVE_VIEW),
+              event("loop-3", "loop-user", leaving)]  # fmt: skip
+    assert post_events(running.url, events).json() == {"accepted": 3, "duplicates": 0}
+
+    repo = copy_feature_repo(tmp_path / "feature_repo", tmp_path / "no-data")
+    monkeypatch.setenv("RECSYS_FEATURE_REPO", str(repo))
+    monkeypatch.setenv("RECSYS_DATA_DIR", str(repo / "data"))
+    monkeypatch.setenv("RECSYS_HOME", str(tmp_path / "home"))
+    get_settings.cache_clear()
+    run = run_local(n_users=120, n_items=200, n_interactions=3000, seed=5, epochs=1, min_recall_at_10=0.0)
+    get_settings.cache_clear()
+    assert run.published, run.metrics
+
+    [merged] = list(run.run_dir.rglob(f"include-events*/**/{schema.INTERACTIONS_FILE}"))
+    trained_on = set(pd.read_parquet(merged)[schema.INTERACTION_ID])
+    assert {"loop-1", "loop-2"} <= trained_on and "loop-3" not in trained_on
+    assert {bought, viewed} <= set(load_model(run.model_dir).recent_items["loop-user"])
+
+    shutil.copytree(run.model_dir, catalogue.model_dir / run.model_version)  # where the predictor looks for it
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        response = httpx.post(running.url + PREDICT_PATH, json={"instances": [{"user_id": "loop-user"}]}, timeout=30)
+        if response.status_code == 200 and response.json()["predictions"][0][schema.MODEL_VERSION] == run.model_version:
+            break
+        time.sleep(0.5)
+    prediction = response.json()["predictions"][0]
+    assert prediction[schema.MODEL_VERSION] == run.model_version, "the running predictor did not switch"
+    assert bought not in {i[schema.ITEM_ID] for i in prediction["items"]}
+
+    assert "loop-3" in logged_ids()  # kept, though its item left the catalogue
+    refused = post_events(running.url, [event("loop-4", "loop-user", leaving)])
+    assert refused.status_code == 400 and refused.json()["field"] == schema.ITEM_ID

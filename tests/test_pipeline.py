@@ -105,7 +105,7 @@ def test_publish_and_deploy_sit_behind_the_quality_gate_and_deploy_behind_its_fl
         dag = components[offline]["dag"]["tasks"]
         assert set(dag) == {"include-events", "feast-apply", "materialize", "train", "evaluate", "condition-1"}
         gate = dag["condition-1"]
-        assert set(gate["dependentTasks"]) == {"evaluate", "feast-apply", "materialize", "train"}
+        assert set(gate["dependentTasks"]) == {"include-events", "evaluate", "feast-apply", "materialize", "train"}
         assert (
             gate["triggerPolicy"]["condition"] == "inputs.parameter_values['pipelinechannel--evaluate-Output'] == true"
         )

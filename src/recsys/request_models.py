@@ -3,12 +3,16 @@
 An instance's kind is told by its keys: `user_id` / `user` ask for recommendations, `{"query": ...}` for
 semantic search (personalised with a `user_id`), `{"item_id": ...}` for similar items (see INSTANCE_KINDS).
 
-Limits (documented in the README's serving section): k in 1..MAX_K, at most MAX_INSTANCES per call, ids and
-profile strings bounded so one request cannot make the server allocate or hash unbounded text.
+Limits (documented in serving/README.md): k in 1..MAX_K, at most MAX_INSTANCES per call, at most MAX_QUERIES
+search queries and MAX_QUERY_CHARS_PER_REQUEST query characters per call (encoding them is the costly part of
+search), ids and profile strings bounded so one request cannot make the server allocate or hash unbounded text.
+Every string must be storable: Postgres text cannot hold NUL and UTF-8 cannot encode a lone surrogate, so both
+are a 400 here, before any query (a micro-batch is never failed by one member's input).
 """
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -29,14 +33,38 @@ MAX_ID_CHARS = 128
 MAX_PREFERENCES_CHARS = 1024
 MAX_SHORT_CHARS = 32
 MAX_QUERY_CHARS = 512  # a search query; MiniLM reads at most 256 word pieces anyway
+MAX_QUERIES = 16  # search instances per call
+MAX_QUERY_CHARS_PER_REQUEST = 2048  # ~0.15 s of query encoding on one core: big searches cannot starve others
 DEFAULT_K = 10
 
-IdText = Annotated[StrictStr, Field(min_length=1, max_length=MAX_ID_CHARS)]
-ShortText = Annotated[StrictStr, Field(min_length=1, max_length=MAX_SHORT_CHARS)]
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")  # NUL, or a surrogate code point (always lone in a str)
+
+
+def storable(text: str) -> str:
+    """`text` unchanged, or ValueError when Postgres (NUL) or a UTF-8 encoder (lone surrogate) would reject it."""
+    found = _UNSTORABLE.search(text)
+    if found is not None:
+        what = "NUL characters" if found.group() == "\x00" else "lone surrogates (invalid Unicode)"
+        raise ValueError(f"must not contain {what}")
+    return text
+
+
+IdText = Annotated[StrictStr, Field(min_length=1, max_length=MAX_ID_CHARS), AfterValidator(storable)]
+ShortText = Annotated[StrictStr, Field(min_length=1, max_length=MAX_SHORT_CHARS), AfterValidator(storable)]
 
 
 class RequestError(ValueError):
     """A request that cannot be served as sent; the message names the offending field (HTTP 400)."""
+
+
+def check_id(value: object, where: str) -> str:
+    """An id from outside pydantic (V2 inputs, URL paths): a storable string of 1..MAX_ID_CHARS, else RequestError."""
+    if not isinstance(value, str) or not 0 < len(value) <= MAX_ID_CHARS:
+        raise RequestError(f"{where}: expected a string of 1..{MAX_ID_CHARS} characters")
+    try:
+        return storable(value)
+    except ValueError as exc:
+        raise RequestError(f"{where}: {exc}") from None
 
 
 class UserProfile(BaseModel):
@@ -44,7 +72,7 @@ class UserProfile(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    preferences: Annotated[StrictStr, Field(max_length=MAX_PREFERENCES_CHARS)] | None = None
+    preferences: Annotated[StrictStr, Field(max_length=MAX_PREFERENCES_CHARS), AfterValidator(storable)] | None = None
     age: Annotated[StrictInt, Field(ge=0, le=130)] | None = None
     gender: ShortText | None = None
 
@@ -90,7 +118,9 @@ def _not_blank(query: str) -> str:
     return query
 
 
-QueryText = Annotated[StrictStr, Field(max_length=MAX_QUERY_CHARS), AfterValidator(_not_blank)]
+QueryText = Annotated[
+    StrictStr, Field(max_length=MAX_QUERY_CHARS), AfterValidator(_not_blank), AfterValidator(storable)
+]
 
 
 class SearchRequest(BaseModel):
@@ -159,4 +189,14 @@ def parse_instances(payload: Any) -> list[BaseModel]:
         raise RequestError("instances: empty")
     if len(instances) > MAX_INSTANCES:
         raise RequestError(f"instances: at most {MAX_INSTANCES} per request, got {len(instances)}")
-    return [parse_instance(raw, f"instances[{i}]") for i, raw in enumerate(instances)]
+    parsed = [parse_instance(raw, f"instances[{i}]") for i, raw in enumerate(instances)]
+    queries = [r.query for r in parsed if isinstance(r, SearchRequest)]
+    if len(queries) > MAX_QUERIES:
+        raise RequestError(f"instances: at most {MAX_QUERIES} search queries per request, got {len(queries)}")
+    chars = sum(len(q) for q in queries)
+    if chars > MAX_QUERY_CHARS_PER_REQUEST:
+        raise RequestError(
+            f"instances: search queries of one request hold at most {MAX_QUERY_CHARS_PER_REQUEST} characters "
+            f"together, got {chars}"
+        )
+    return parsed

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
+from psycopg_pool.base import AttemptWithBackoff
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -36,6 +37,10 @@ from recsys.vector_index import queries, registry
 log = logging.getLogger(__name__)
 
 DB_ERRORS = (psycopg.Error, PoolTimeout, db.DatabaseError, OSError)
+# failures that say the database itself is unreachable (not that it rejected one query)
+CONNECTION_ERRORS = (psycopg.OperationalError, PoolTimeout, db.DatabaseError, OSError)
+RECONNECT_DELAY_S = 0.25  # between attempts to replace a lost pooled connection (psycopg_pool: 1, 2, 4, 8... s)
+DOWN_POLL_INTERVAL_S = 0.25  # how often the poller checks a database that is down
 USER_FEATURES = (schema.AGE, schema.GENDER, schema.PREFERENCES)
 # what the online path reads per user in one Feast call: profile features, stored vector and its version
 USER_FEATURE_REFS = [f"{schema.VIEW_USER_FEATURES}:{name}" for name in USER_FEATURES] + [
@@ -69,6 +74,19 @@ class NotReady(RuntimeError):
     """No consistent model version is loaded or the database does not answer (HTTP 503)."""
 
 
+class QueryFailed(NotReady):
+    """The database is up but failed this request's query (HTTP 503; other requests of its batch are unaffected)."""
+
+
+def _retry_lost_connections_quickly() -> None:
+    """psycopg_pool retries a lost connection after 1, 2, 4, 8... s, so after a 15 s outage the next attempt can be
+    16 s away (measured: the first 200 came 11-12 s after the database was back). Retrying every
+    RECONNECT_DELAY_S instead brings the online path back within a second; it applies to every pool of the
+    process, Feast's online-store pool included, which is the point. A refused connection costs ~0.1 ms."""
+    AttemptWithBackoff.INITIAL_DELAY = RECONNECT_DELAY_S
+    AttemptWithBackoff.DELAY_BACKOFF = 1.0
+
+
 @dataclass(frozen=True, eq=False)
 class ServedVersion:
     """Everything one model version serves with; replaced whole, never mutated."""
@@ -99,6 +117,7 @@ class ServingState:
         self.filter_config = filter_config or load_filter_config(self.serving.filters_file)
         self._store = store
         timeout = self.settings.db_timeout_s
+        _retry_lost_connections_quickly()
         self._pool = ConnectionPool(
             conninfo=db.dsn(),
             min_size=1,
@@ -114,12 +133,13 @@ class ServingState:
         )
         self._pool.open(wait=False)
         self._version: ServedVersion | None = None
-        self._db_ok = False
+        self._db_ok: bool | None = None  # None: not checked yet (the first outage is logged too)
         self._refresh_lock = threading.Lock()
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._poller: threading.Thread | None = None
-        self._skipped_version: str | None = None
+        self._skipped_version: str | None = None  # the live version that could not be loaded
+        self._skip_reason: str | None = None  # why (readiness says it)
 
     @classmethod
     def from_settings(cls, model_dir: Path | None = None, poll: bool = True, **kwargs: Any) -> ServingState:
@@ -149,7 +169,17 @@ class ServingState:
         return version.model_version if version else None
 
     def ready(self) -> bool:
-        return self._version is not None and self._db_ok
+        return self.not_ready_reason() is None
+
+    def not_ready_reason(self) -> str | None:
+        """None when serving the live version with the database up; else why not (readiness answers it)."""
+        if not self._db_ok:
+            return "the database is unavailable"
+        if self._skip_reason is not None:  # serving an older version, or none: not ready, whatever it still answers
+            return self._skip_reason
+        if self._version is None:
+            return "no model_version is live in the database yet"
+        return None
 
     def current(self) -> ServedVersion:
         """The version being served; NotReady while none is loaded or the database is down."""
@@ -168,9 +198,13 @@ class ServingState:
         publish, becomes NotReady (HTTP 503) and makes the poller look at the database and live version now."""
         try:
             yield
-        except DB_ERRORS as exc:
+        except psycopg.errors.QueryCanceled:  # statement timeout of this request's query: the database is up
+            raise QueryFailed("a database query took too long") from None
+        except CONNECTION_ERRORS as exc:
             self._wake.set()
             raise NotReady(f"database unavailable ({type(exc).__name__})") from None
+        except (*DB_ERRORS, UnicodeEncodeError) as exc:
+            raise QueryFailed(f"a database query failed ({type(exc).__name__})") from None
         except IndexVersionGone as exc:
             self._wake.set()
             raise NotReady(f"the served model_version is being replaced ({exc})") from None
@@ -211,7 +245,7 @@ class ServingState:
 
     def _poll_loop(self) -> None:
         while not self._stopping.is_set():
-            self._wake.wait(self.serving.poll_interval_s)
+            self._wake.wait(self.serving.poll_interval_s if self._db_ok else DOWN_POLL_INTERVAL_S)
             self._wake.clear()
             if not self._stopping.is_set():
                 try:
@@ -231,9 +265,11 @@ class ServingState:
                 if not self._db_ok:
                     self._recover()
                 if live is not None and live != self.model_version:
-                    self._switch_to(live)
+                    self._try_switch_to(live)
+                elif live == self.model_version:
+                    self._skipped_version = self._skip_reason = None  # e.g. a bad publish rolled back
             except DB_ERRORS as exc:
-                if self._db_ok:
+                if self._db_ok is not False:  # once per state change
                     log.warning("database unavailable: %s", type(exc).__name__)
                 self._db_ok = False
             return self.model_version
@@ -260,16 +296,28 @@ class ServingState:
                 try:
                     return load_model(candidate)
                 except (ModelDirError, RuntimeError, OSError) as exc:  # broken or foreign files: keep serving
-                    if self._skipped_version != version:
-                        log.error("cannot load model_version %s from %s: %s", version, candidate, exc)
-                        self._skipped_version = version
+                    self._skip(version, f"the live model_version {version} cannot be loaded from {candidate}: {exc}")
                     return None
-        if self._skipped_version != version:
-            log.warning(
-                "live model_version %s not found in %s: still serving %s", version, self.model_dir, self.model_version
-            )
-            self._skipped_version = version
+        self._skip(version, f"the live model_version {version} is not in the model dir {self.model_dir}")
         return None
+
+    def _skip(self, version: str, reason: str) -> None:
+        """Remember (and log once per version) that the live version cannot be served."""
+        if self._skipped_version != version:
+            log.warning("%s; serving %s meanwhile", reason, self.model_version or "nothing")
+        self._skipped_version, self._skip_reason = version, reason
+
+    def _try_switch_to(self, version: str) -> None:
+        """Switch, or record why the live version cannot be served (database errors go to the caller)."""
+        try:
+            self._switch_to(version)
+        except DB_ERRORS:
+            raise
+        except Exception as exc:  # e.g. Feast views not applied yet: not ready, and the poller keeps trying
+            reason = f"the live model_version {version} cannot be loaded: {type(exc).__name__}"
+            if self._skipped_version != version:
+                log.exception("%s; serving %s meanwhile", reason, self.model_version or "nothing")
+            self._skipped_version, self._skip_reason = version, reason
 
     def _switch_to(self, version: str) -> None:
         model = self._model_for(version)
@@ -293,7 +341,7 @@ class ServingState:
             popular_rows=order.astype(np.int64),
             popular_scores=(counts[order] / top).astype(np.float32),
         )
-        self._skipped_version = None
+        self._skipped_version = self._skip_reason = None
         log.info("serving model_version %s (%d items, %s retrieval)", version, len(ids), retriever.strategy)
 
 

@@ -76,7 +76,7 @@ class BucketSampler:
         if other_than is not None:
             target += np.where(target >= self.cum0[position], skipped, 0.0)  # jump over it
         total = total - skipped
-        chosen = np.clip(np.searchsorted(self.cum, target, side="right"), start, np.maximum(stop - 1, start))
+        chosen = np.minimum(np.maximum(np.searchsorted(self.cum, target, side="right"), start), np.maximum(stop - 1, 0))
         return self.items[chosen], total > 0
 
 
@@ -124,7 +124,7 @@ def make_interactions(
             schema.INTERACTION_ID: pd.array(make_ids("x", n), dtype="string"),
             schema.USER_ID: pd.array(users.frame[schema.USER_ID].to_numpy(dtype=object)[user], dtype="string"),
             schema.ITEM_ID: pd.array(items.frame[schema.ITEM_ID].to_numpy(dtype=object)[item], dtype="string"),
-            schema.TIMESTAMP: pd.to_datetime(timestamp, utc=True),
+            schema.TIMESTAMP: pd.to_datetime(timestamp.view("datetime64[ns]"), utc=True),  # ints: slow path
             schema.INTERACTION_TYPE: pd.array(
                 np.array(schema.INTERACTION_TYPES, dtype=object)[type_index], dtype="string"
             ),
@@ -164,16 +164,23 @@ def _resolve_items(
     while not np.array_equal(root[root], root):
         root = root[root]
 
-    picked, engaged = _fresh_picks(rng, user, at_ns, users, items, arrival_ns, strength)
+    primary = root == rows
+    picked = np.zeros(n, dtype=np.int64)
+    engaged = np.zeros(n, dtype=bool)
+    picked[primary], engaged[primary] = _fresh_picks(
+        rng, user[primary], at_ns[primary], users, items, arrival_ns, strength
+    )
     origin = picked[root]
-    group = items.group[origin]
     by_group = BucketSampler(items.group, items.popularity, arrival_ns, int(items.group.max()) + 1)
     # a return or co-purchase is another item of the group; the same one again if no other has arrived yet
-    returned, found = by_group.sample(rng, group, at_ns, other_than=origin)
-    item = np.where(root == rows, picked, np.where(found, returned, origin))
-    anchor = item[latest_fresh]
-    companion, found = by_group.sample(rng, group, at_ns, other_than=anchor)
-    item = np.where(fresh, item, np.where(found, companion, anchor))
+    item = picked
+    back = np.flatnonzero(returns)
+    other, found = by_group.sample(rng, items.group[origin[back]], at_ns[back], other_than=origin[back])
+    item[back] = np.where(found, other, origin[back])
+    later = np.flatnonzero(~fresh)
+    anchor = item[latest_fresh[later]]
+    other, found = by_group.sample(rng, items.group[anchor], at_ns[later], other_than=anchor)
+    item[later] = np.where(found, other, anchor)
     return item, engaged[root]
 
 
@@ -207,31 +214,35 @@ def _fresh_picks(
     arrival_ns: np.ndarray,
     strength: float,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """A fresh pick for every row among the items arrived by its time (used where the row is fresh), and
-    whether it follows a taste (not browsing)."""
-    n, n_tiers, n_leaves = user.size, len(taxonomy.TIERS), len(taxonomy.LEAVES)
-    everything = BucketSampler(np.zeros_like(items.leaf), items.popularity, arrival_ns, 1)
-    browsed, _ = everything.sample(rng, np.zeros(n, dtype=np.int64), at_ns)  # something has always arrived
+    """A fresh pick for each (user, time) among the items arrived by then, and whether it follows a taste
+    (not browsing). Each sampler runs only on the rows that need it."""
+    m, n_tiers, n_leaves = user.size, len(taxonomy.TIERS), len(taxonomy.LEAVES)
+    picked = np.zeros(m, dtype=np.int64)
+    engaged = np.zeros(m, dtype=bool)
+    source = rng.random(m)
+    category = np.flatnonzero(source < strength)
+    latent = np.flatnonzero((source >= strength) & (rng.random(m) >= BROWSE_SHARE))
 
-    pick = (rng.random(n) * users.n_preferences[user]).astype(np.int64)
-    leaf = users.preferences[user, pick]
-    tier = np.where(rng.random(n) < TIER_FOCUS, users.tier[user], rng.integers(0, n_tiers, n))
+    who, when = user[category], at_ns[category]
+    leaf = users.preferences[who, (rng.random(who.size) * users.n_preferences[who]).astype(np.int64)]
+    tier = np.where(rng.random(who.size) < TIER_FOCUS, users.tier[who], rng.integers(0, n_tiers, who.size))
     by_bucket = BucketSampler(items.leaf * n_tiers + items.tier, items.popularity, arrival_ns, n_leaves * n_tiers)
+    picked[category], engaged[category] = by_bucket.sample(rng, leaf * n_tiers + tier, when)
+    # small catalogues: the tier's bucket may have nothing yet, then any item of the leaf
+    missing = ~engaged[category]
     by_leaf = BucketSampler(items.leaf, items.popularity, arrival_ns, n_leaves)
-    in_bucket, bucket_found = by_bucket.sample(rng, leaf * n_tiers + tier, at_ns)
-    in_leaf, leaf_found = by_leaf.sample(rng, leaf, at_ns)  # small catalogues: the tier's bucket may be empty
-    by_category = np.where(bucket_found, in_bucket, np.where(leaf_found, in_leaf, browsed))
+    picked[category[missing]], engaged[category[missing]] = by_leaf.sample(rng, leaf[missing], when[missing])
 
-    weights = np.cumsum(users.community_weights[user], axis=1)
-    slot = np.minimum((rng.random(n)[:, None] > weights).sum(axis=1), weights.shape[1] - 1)
-    community = users.communities[user, slot]
+    who = user[latent]
+    weights = np.cumsum(users.community_weights[who], axis=1)
+    slot = np.minimum((rng.random(who.size)[:, None] > weights).sum(axis=1), weights.shape[1] - 1)
     by_community = BucketSampler(items.community, items.popularity, arrival_ns, n_communities(len(items.leaf)))
-    in_community, community_found = by_community.sample(rng, community, at_ns)
-    follows_latent = (rng.random(n) >= BROWSE_SHARE) & community_found
+    picked[latent], engaged[latent] = by_community.sample(rng, users.communities[who, slot], at_ns[latent])
 
-    follows_category = rng.random(n) < strength
-    picked = np.where(follows_category, by_category, np.where(follows_latent, in_community, browsed))
-    return picked, follows_category | follows_latent
+    browsing = np.flatnonzero(~engaged)  # chosen, or a taste with nothing arrived yet
+    everything = BucketSampler(np.zeros_like(items.leaf), items.popularity, arrival_ns, 1)
+    picked[browsing], _ = everything.sample(rng, np.zeros(browsing.size, dtype=np.int64), at_ns[browsing])
+    return picked, engaged
 
 
 def _draw(rng: np.random.Generator, mix: tuple[float, ...], n: int) -> np.ndarray:

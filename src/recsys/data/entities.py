@@ -25,7 +25,8 @@ COMMUNITY_SIZE = 40  # items per latent taste community; each item belongs to on
 COMMUNITIES_PER_USER = 3
 FUTURE_ITEM_SHARE = 0.05  # items announced but not yet arrived (no interactions, filtered when serving)
 OUT_OF_STOCK_SHARE = 0.08
-CATALOGUE_DAYS = 3 * 365  # items arrived and users signed up within this window before as_of
+CATALOGUE_DAYS = 3 * 365  # users signed up and new items arrived within this window before as_of
+BACK_CATALOGUE_SHARE = 0.5  # items on sale since before the window (arrived one window earlier)
 MAX_PREFERENCES = 5
 
 NS_PER_S = 1_000_000_000
@@ -90,6 +91,7 @@ def make_items(rng: np.random.Generator, n: int, as_of_ns: int) -> Items:
     rating_count = np.floor(popularity / popularity.mean() * 25 * rng.lognormal(0.0, 0.6, n)).astype(np.int64)
 
     arrival_ns = as_of_ns - rng.integers(NS_PER_DAY, CATALOGUE_DAYS * NS_PER_DAY, n) // NS_PER_S * NS_PER_S
+    arrival_ns[rng.random(n) < BACK_CATALOGUE_SHARE] -= CATALOGUE_DAYS * NS_PER_DAY
     future = rng.choice(n, size=int(n * FUTURE_ITEM_SHARE), replace=False)
     arrival_ns[future] = as_of_ns + rng.integers(NS_PER_DAY, 60 * NS_PER_DAY, future.size) // NS_PER_S * NS_PER_S
     stock = rng.negative_binomial(2, 0.05, n).astype(np.int64) + 1
