@@ -6,7 +6,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo demo-ui test lint bench clean
 
 setup: $(VENV_STAMP)
 
@@ -19,6 +19,10 @@ $(VENV_STAMP): pyproject.toml constraints.txt
 
 demo: setup
 	.venv/bin/recsys demo
+
+# the demo, then the predictor and the storefront page stay up (http://127.0.0.1:8000/) until Ctrl-C
+demo-ui: setup
+	.venv/bin/recsys demo --ui
 
 test: setup
 	$(PY) -m pytest

@@ -27,8 +27,8 @@ BATCH = 100
 BATCH_GOAL_EPS = 2000.0
 SINGLE_GOAL_EPS = 300.0
 STREAM_EPS = 200.0
-EVENT_CLIENTS = 4  # concurrent event senders in the throughput phases
-STREAM_SENDERS = 4  # paced senders sharing the 200/s stream
+EVENT_CLIENTS = 8  # concurrent event senders in the throughput phases (concurrent commits share an fsync)
+STREAM_SENDERS = 8  # paced senders sharing the 200/s stream
 KINDS = (schema.POSITIVE_VIEW, schema.POSITIVE_VIEW, schema.CART, schema.PURCHASE, schema.NEGATIVE_VIEW)
 
 

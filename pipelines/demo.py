@@ -2,7 +2,8 @@
 
 Postgres -> the pipeline through kfp.local (data, Feast, training, evaluation, gate, publishing) -> the KServe
 predictor as a subprocess on a free loopback port -> recommendations for a known user, a new user described by
-preferences and an unknown id -> the predictor stopped. What happens is told to a DemoReport (the CLI prints it).
+preferences and an unknown id -> (with `ui_port`: the storefront page until Ctrl-C) -> the predictor stopped.
+What happens is told to a DemoReport (the CLI prints it).
 """
 
 from __future__ import annotations
@@ -52,8 +53,12 @@ def demo_requests(data_dir: Path, k: int) -> list[tuple[str, dict[str, Any]]]:
     ]
 
 
-def run_demo(report: DemoReport, k: int = 5, **pipeline_arguments: Any) -> LocalRun:
-    """The whole demo; returns the pipeline run. Raises RuntimeError when a stage fails."""
+def run_demo(report: DemoReport, k: int = 5, ui_port: int | None = None, **pipeline_arguments: Any) -> LocalRun:
+    """The whole demo; returns the pipeline run. Raises RuntimeError when a stage fails.
+
+    With `ui_port`, the storefront page (recsys.ui) then serves on that port, in front of the still running
+    predictor, until Ctrl-C stops both.
+    """
     from recsys import db
 
     report.stage("1/3 PostgreSQL + pgvector")
@@ -75,5 +80,16 @@ def run_demo(report: DemoReport, k: int = 5, **pipeline_arguments: Any) -> Local
             if response.status_code != 200:
                 raise RuntimeError(f"{label}: HTTP {response.status_code} {response.text[:200]}")
             report.answer(label, response.json()["predictions"][0])
+        if ui_port is not None:
+            show_storefront(report, predictor.url, ui_port)
     report.note("predictor stopped")
     return run
+
+
+def show_storefront(report: DemoReport, predictor_url: str, port: int) -> None:
+    """Serve the storefront for the demo's predictor until Ctrl-C (which stops the predictor too)."""
+    from recsys.ui.server import serve
+
+    report.stage("the storefront")
+    report.note(f"storefront ready: open http://127.0.0.1:{port}/ in a browser (Ctrl-C stops it and the predictor)")
+    serve(predictor_url, port, images_dir=get_settings().data_dir / "images")

@@ -20,6 +20,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import ORJSONResponse
 
 from recsys import browse
+from recsys.contract import CATEGORIES_PATH, ITEMS_PATH, USERS_PATH
 from recsys.serving_state import NotReady, ServingState
 
 log = logging.getLogger(__name__)
@@ -48,19 +49,19 @@ def browse_router(state: Callable[[], ServingState | None], deadline_s: float) -
             return ORJSONResponse({"error": "internal error (see the server log)"}, status_code=500)
         return ORJSONResponse(body)
 
-    @router.get("/v1/users")
+    @router.get(USERS_PATH)
     async def users(limit: int = Query(default=browse.DEFAULT_USERS)) -> ORJSONResponse:
         return await answer(browse.list_users, limit)
 
-    @router.get("/v1/users/{user_id}")
+    @router.get(USERS_PATH + "/{user_id}")
     async def user(user_id: str) -> ORJSONResponse:
         return await answer(browse.user_details, user_id)
 
-    @router.get("/v1/items/{item_id}")
+    @router.get(ITEMS_PATH + "/{item_id}")
     async def item(item_id: str) -> ORJSONResponse:
         return await answer(browse.item_details, item_id)
 
-    @router.get("/v1/categories")
+    @router.get(CATEGORIES_PATH)
     async def categories() -> ORJSONResponse:
         return await answer(browse.category_paths)
 

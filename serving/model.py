@@ -15,18 +15,27 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
 from kserve import InferRequest, InferResponse, Model
 from kserve.errors import InferenceError, InvalidInput, ModelNotReady
 
+from recsys import metrics
 from recsys.contract import SERVED_MODEL_NAME
-from recsys.recommender import Recommender
-from recsys.request_models import MAX_INSTANCES, RecommendRequest, RequestError, parse_instances
+from recsys.recommender import SOURCE_POPULARITY, Recommender
+from recsys.request_models import (
+    MAX_INSTANCES,
+    RecommendRequest,
+    RequestError,
+    SearchRequest,
+    SimilarRequest,
+    parse_instances,
+)
 from recsys.response_models import Prediction, PredictResponse
 from recsys.search import Searcher
-from recsys.serving_state import NotReady, ServingState
+from recsys.serving_state import NotReady, QueryFailed, ServingState
 from serving.batching import MicroBatcher
 from serving.v2 import parse_v2_request, v2_response
 
@@ -34,6 +43,12 @@ log = logging.getLogger(__name__)
 
 REQUEST_DEADLINE_S = 5.0  # a request still running after this answers 503 (its batch finishes on its own)
 BATCH_WORKERS = 2  # threads answering merged batches: one computes while the other waits on the database
+
+
+def shared_by_the_batch(exc: Exception) -> bool:
+    """A failure that every member of a merged batch would meet alone too: no served version, or the database down.
+    Anything else (a query the database rejected, a bug one member's input triggers) is retried member by member."""
+    return isinstance(exc, NotReady) and not isinstance(exc, QueryFailed)
 
 
 class RecommenderModel(Model):
@@ -59,14 +74,28 @@ class RecommenderModel(Model):
         if self.state is None:
             self.state = ServingState.from_settings(self.model_dir)
             self.recommender = Recommender(self.state)
-            self.batcher = MicroBatcher(self.recommender.recommend, workers=BATCH_WORKERS, max_instances=MAX_INSTANCES)
+            self.batcher = MicroBatcher(
+                self.recommender.recommend,
+                workers=BATCH_WORKERS,
+                max_instances=MAX_INSTANCES,
+                shared_failure=shared_by_the_batch,
+                on_batch=metrics.BATCH_SIZE.observe,
+            )
+            state = self.state
+            metrics.SERVED_VERSION.watch(lambda: state.model_version, state.ready)
         if self.searcher is None:
             self.searcher = Searcher(self.state, self.recommender)  # loads the query encoder once, here
         self.ready = True
         return self.ready
 
     async def healthy(self) -> bool:
-        return self.state is not None and self.state.ready()
+        return self.not_ready_reason() is None
+
+    def not_ready_reason(self) -> str | None:
+        """None when the live version is served with the database up; else why not (readiness says it)."""
+        if self.state is None:
+            return "the predictor is not loaded"
+        return self.state.not_ready_reason()
 
     def stop(self) -> None:
         if self.batcher is not None:
@@ -87,11 +116,25 @@ class RecommenderModel(Model):
     async def predict(
         self, payload: dict | InferRequest, headers: dict[str, str] | None = None
     ) -> PredictResponse | InferResponse:
+        started, kind, status = time.perf_counter(), "invalid", "500"
         try:
-            requests = parse_v2_request(payload) if isinstance(payload, InferRequest) else parse_instances(payload)
-        except RequestError as exc:
-            raise InvalidInput(str(exc)) from None
-        predictions = await self._recommend(requests)
+            try:
+                requests = parse_v2_request(payload) if isinstance(payload, InferRequest) else parse_instances(payload)
+            except RequestError as exc:
+                raise InvalidInput(str(exc)) from None
+            kind = _kind(requests)
+            predictions = await self._recommend(requests)
+            status = "200"
+        except InvalidInput:
+            status = "400"
+            raise
+        except ModelNotReady:
+            status = "503"
+            raise
+        finally:
+            metrics.REQUESTS.labels(kind, status).inc()
+            metrics.REQUEST_SECONDS.labels(kind).observe(time.perf_counter() - started)
+        _count_outcomes(predictions)
         if isinstance(payload, InferRequest):
             return v2_response(payload, self.name, predictions)  # V2 carries only recommendations
         return PredictResponse(predictions=predictions)
@@ -133,3 +176,23 @@ class RecommenderModel(Model):
             for i, answer in zip(recommends, answers, strict=True):
                 out[i] = answer
         return [out[i] for i in range(len(requests))]
+
+
+def _kind(requests: list[Any]) -> str:
+    """recommend | search | similar, or mixed when one call holds instances of several kinds (metrics label)."""
+    kinds = {
+        "search" if isinstance(r, SearchRequest) else "similar" if isinstance(r, SimilarRequest) else "recommend"
+        for r in requests
+    }
+    return kinds.pop() if len(kinds) == 1 else "mixed"
+
+
+def _count_outcomes(predictions: list[Prediction]) -> None:
+    for prediction in predictions:
+        if prediction.get("cold_start"):
+            metrics.COLD_STARTS.inc()
+        if prediction.get("source") == SOURCE_POPULARITY:
+            metrics.POPULARITY_FALLBACKS.inc()
+        for rule, removed in prediction["filtered"].items():
+            if removed:
+                metrics.CANDIDATES_REMOVED.labels(rule).inc(removed)

@@ -13,14 +13,19 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import ORJSONResponse
 
+from recsys.serving_state import ServingSettings
 from serving.browse_routes import browse_router
 from serving.events import add_events_route
+from serving.limits import BodySizeLimit
 from serving.model import RecommenderModel
+from serving.model_routes import add_model_routes
 
 
 def register_routes(app: FastAPI, model: RecommenderModel) -> None:
     """Add the predictor's own routes and error handlers to KServe's app (`kserve.model_server.app`)."""
     app.add_exception_handler(RequestValidationError, bad_request_body)
+    app.add_middleware(BodySizeLimit, max_bytes=ServingSettings().max_body_bytes)  # 413 (serving/limits.py)
+    add_model_routes(app, model)  # readiness with its reason, 405 on the inference paths (serving/model_routes.py)
     add_events_route(app)  # POST /v1/events (serving/events.py)
     # GET /v1/users, /v1/users/{id}, /v1/items/{id}, /v1/categories over the model's served version
     app.include_router(browse_router(lambda: model.state, model.deadline_s))

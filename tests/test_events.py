@@ -6,6 +6,7 @@ they log never reach other modules' history or training data.
 
 from __future__ import annotations
 
+import json
 import shutil
 import signal
 import tempfile
@@ -337,6 +338,48 @@ def test_kill_9_right_after_200_loses_nothing(catalogue: Catalogue, tmp_path: Pa
         assert answer.json() == {"accepted": 0, "duplicates": len(items)}
         recommended = {i[schema.ITEM_ID] for i in top_items(predictor.url, "k9-user", k=50)}
     assert recommended and not recommended & set(items)
+
+
+@pytest.mark.e2e
+def test_cli_add_load_and_export(running: RunningPredictor, catalogue: Catalogue, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from recsys.cli import app
+
+    cli = CliRunner()
+    item = catalogue.items[schema.ITEM_ID].iloc[30]
+    add = ["events", "add", "--user-id", "cli-user", "--item-id", item, "--type", "rate", "--rating", "4"]
+    first = cli.invoke(app, [*add, "--event-id", "cli-1"])  # in-process: same code as the predictor
+    assert first.exit_code == 0, first.output
+    assert json.loads(first.output) == {"accepted": 1, "duplicates": 0}
+    assert json.loads(cli.invoke(app, [*add, "--event-id", "cli-1", "--url", running.url]).output) == {
+        "accepted": 0, "duplicates": 1
+    }  # fmt: skip
+    missing = cli.invoke(app, ["events", "add", "--user-id", "cli-user", "--item-id", item, "--type", "rate"])
+    assert missing.exit_code == 2 and "events[0].rating: required for rate" in missing.output
+
+    rows = pd.DataFrame({"event_id": ["cli-2", "cli-3", "cli-1"], "user_id": "cli-user", "item_id": item,
+                         "interaction_type": [schema.CART, schema.POSITIVE_VIEW, schema.RATE],
+                         "quantity": ["2", "", ""], "rating": ["", "", "4"]})  # fmt: skip
+    rows.to_csv(tmp_path / "events.csv", index=False)
+    loaded = cli.invoke(app, ["events", "load", str(tmp_path / "events.csv"), "--url", running.url])
+    assert loaded.exit_code == 0, loaded.output
+    assert json.loads(loaded.output) == {"accepted": 2, "duplicates": 1}
+    rows.assign(event_id=["cli-4", "cli-5", "cli-6"], item_id=[item, item, "nope"]).to_csv(tmp_path / "bad.csv")
+    bad = cli.invoke(app, ["events", "load", str(tmp_path / "bad.csv"), "--batch-size", "2"])
+    assert bad.exit_code == 2 and "row 2 of the file: events[0].item_id: unknown item" in bad.output
+    assert "cli-4" in logged_ids() and "cli-6" not in logged_ids()  # the first call of 2 went through
+
+    data = tmp_path / "data"
+    shutil.copytree(
+        catalogue.repo / "data", data, ignore=shutil.ignore_patterns("registry.db", "*embedding*", "user_items*")
+    )
+    exported = cli.invoke(app, ["events", "export", "--data", str(data)])
+    assert exported.exit_code == 0, exported.output
+    assert json.loads(exported.output)["added"] >= 5
+    assert {"cli-1", "cli-2", "cli-3", "cli-4", "cli-5"} <= set(
+        pd.read_parquet(data / schema.INTERACTIONS_FILE)[schema.INTERACTION_ID]
+    )
 
 
 @pytest.mark.e2e

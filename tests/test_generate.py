@@ -1,4 +1,5 @@
-"""The synthetic data generator: files, dtypes, sizes, determinism, the planted signal, and bad arguments."""
+"""The synthetic data generator: files, dtypes, sizes, determinism, the planted signal, the collaborative
+structure (long-tailed popularity, co-purchase sessions, item-item signal), and bad arguments."""
 
 from __future__ import annotations
 
@@ -12,8 +13,10 @@ from typer.testing import CliRunner
 
 from recsys import schema
 from recsys.cli import app
-from recsys.data import taxonomy
-from recsys.data.generate import GenerationError, generate
+from recsys.data import entities, taxonomy
+from recsys.data.generate import DEFAULT_PREFERENCE_STRENGTH, GenerationError, generate
+from recsys.model.dataset import SPLIT_KINDS
+from recsys.model.evaluate import evaluate_model_and_baselines
 
 pytestmark = pytest.mark.unit
 
@@ -92,10 +95,13 @@ def test_same_seed_same_bytes_other_seed_differs(tmp_path: Path) -> None:
 
 
 def test_planted_share_versus_uniform(tmp_path: Path) -> None:
+    strong = generate(**SMALL, seed=11, out=tmp_path / "strong", as_of=AS_OF, preference_strength=0.85)
     planted = generate(**SMALL, seed=11, out=tmp_path / "planted", as_of=AS_OF)
     off = generate(**SMALL, seed=11, out=tmp_path / "off", as_of=AS_OF, preference_strength=0.0)
-    assert planted.preferred_share >= 0.5
+    assert strong.preferred_share >= 0.75
+    # the default leaves room for the latent tastes and browsing, and the category still stands out
     assert planted.preferred_share > 4 * planted.uniform_share
+    assert strong.preferred_share > planted.preferred_share > off.preferred_share
     assert off.preferred_share == pytest.approx(off.uniform_share, abs=0.03)
     # the report's share is what the files say
     events, users = read(tmp_path / "planted")[schema.INTERACTIONS_FILE], read(tmp_path / "planted")[schema.USERS_FILE]
@@ -139,6 +145,67 @@ def test_ratings_higher_on_preferred_items(frames: dict[str, pd.DataFrame]) -> N
     rates = events[events[schema.INTERACTION_TYPE] == schema.RATE]
     preferred = preferred_mask(rates, frames[schema.USERS_FILE], frames[schema.ITEMS_FILE])
     assert rates[schema.RATING][preferred].mean() > rates[schema.RATING][~preferred].mean() + 0.5
+
+
+# ----------------------------------------------------------------------------------- collaborative structure
+@pytest.fixture(scope="module")
+def default_sized(tmp_path_factory: pytest.TempPathFactory) -> pd.DataFrame:
+    """The interactions of the default sizes (1000 users, 5000 items, 20000 interactions)."""
+    out = tmp_path_factory.mktemp("default")
+    generate(n_users=1000, n_items=5000, n_interactions=20000, seed=42, out=out, as_of=AS_OF)
+    return pd.read_parquet(out / schema.INTERACTIONS_FILE)
+
+
+def test_co_purchase_groups_stay_in_one_leaf_and_one_community() -> None:
+    items = entities.make_items(np.random.default_rng(0), 2000, int(pd.Timestamp(AS_OF).value))
+    per_group = pd.DataFrame({"group": items.group, "leaf": items.leaf, "community": items.community}).groupby("group")
+    assert (per_group["leaf"].nunique() == 1).all() and (per_group["community"].nunique() == 1).all()
+    assert per_group.size().max() == entities.GROUP_SIZE and per_group.size().mean() > entities.GROUP_SIZE / 2
+    assert items.community.max() + 1 == entities.n_communities(2000)
+
+
+def test_popularity_has_a_long_tail(default_sized: pd.DataFrame) -> None:
+    counts = default_sized[schema.ITEM_ID].value_counts().reindex(_item_ids(5000), fill_value=0)
+    counts = counts.sort_values(ascending=False).to_numpy()
+    assert counts[:500].sum() > 0.4 * counts.sum()  # the top 10% of items
+    assert counts[0] > 20 * max(np.median(counts), 1)
+
+
+def test_sessions_hold_co_purchases(default_sized: pd.DataFrame) -> None:
+    """A user's consecutive interactions are mostly minutes apart, and the same consecutive item pairs recur
+    across users far more often than the same interactions paired at random (popularity kept)."""
+    events = default_sized.sort_values([schema.USER_ID, schema.TIMESTAMP, schema.INTERACTION_ID])
+    same_user = events[schema.USER_ID].to_numpy()[1:] == events[schema.USER_ID].to_numpy()[:-1]
+    gaps = np.diff(events[schema.TIMESTAMP].to_numpy())[same_user]
+    assert (gaps < np.timedelta64(1, "h")).mean() > 0.6
+    shuffled = events.assign(**{schema.ITEM_ID: np.random.default_rng(0).permutation(events[schema.ITEM_ID])})
+    assert recurring_pair_share(events) > 10 * recurring_pair_share(shuffled)
+
+
+def recurring_pair_share(events: pd.DataFrame) -> float:
+    """Share of in-session consecutive pairs of distinct items (as sets) that more than one user has."""
+    user, item = events[schema.USER_ID].to_numpy(), events[schema.ITEM_ID].to_numpy()
+    time = events[schema.TIMESTAMP].to_numpy()
+    keep = (user[1:] == user[:-1]) & (item[1:] != item[:-1]) & (np.diff(time) < np.timedelta64(1, "h"))
+    pairs = pd.DataFrame(
+        {"a": np.minimum(item[1:], item[:-1])[keep], "b": np.maximum(item[1:], item[:-1])[keep], "u": user[1:][keep]}
+    ).drop_duplicates()
+    users_per_pair = pairs.groupby(["a", "b"]).size()
+    return float((users_per_pair > 1).mean())
+
+
+@pytest.mark.parametrize("strength", [DEFAULT_PREFERENCE_STRENGTH, 0.0])
+def test_item_item_structure_lets_ease_beat_popularity(tmp_path: Path, strength: float) -> None:
+    """As on real data, EASE is far ahead of popularity on both splits, with or without the planted categories."""
+    generate(n_users=500, n_items=800, n_interactions=8000, seed=1, out=tmp_path, preference_strength=strength)
+    for split in SPLIT_KINDS:
+        baselines = evaluate_model_and_baselines(tmp_path, None, split)["baselines"]
+        ease, popularity = baselines["ease"]["ndcg@10"], baselines["popularity"]["ndcg@10"]
+        assert ease > 3 * popularity, (split, baselines)
+
+
+def _item_ids(n: int) -> list[str]:
+    return [f"i{k:05d}" for k in range(1, n + 1)]
 
 
 @pytest.mark.parametrize(

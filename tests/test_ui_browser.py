@@ -73,7 +73,8 @@ def generate_item_images(items_path: Path, out_dir: Path) -> None:
 
 def start_ui(predictor_url: str, images_dir: Path, log_path: Path) -> tuple[subprocess.Popen, str]:
     port = free_loopback_port()
-    command = [sys.executable, "-c", f"from pathlib import Path; from recsys.ui.server import serve; serve({predictor_url!r}, {port}, images_dir=Path({str(images_dir)!r}))"]
+    command = [str(Path(sys.executable).with_name("recsys")), "ui", "--predictor-url", predictor_url,
+               "--http-port", str(port), "--images-dir", str(images_dir)]  # fmt: skip
     with log_path.open("wb") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
@@ -147,9 +148,21 @@ def card_ids(page, list_id: str = "recommendations") -> list[str]:
     return page.eval_on_selector_all(f"#{list_id} .card", "cards => cards.map(c => c.dataset.itemId)")
 
 
+def wait_until(page, expression: str, timeout_s: float = 15) -> None:
+    """Poll a JS expression until it is truthy. (page.wait_for_function evaluates strings with eval inside the
+    page, which the page's Content-Security-Policy rightly forbids; page.evaluate goes through DevTools.)"""
+    deadline = time.monotonic() + timeout_s
+    while not page.evaluate(expression):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"still false after {timeout_s} s: {expression}")
+        time.sleep(0.05)
+
+
 def images_loaded(page, selector: str) -> list[bool]:
     """Per matching img: loaded with real pixels (a broken image has naturalWidth 0)."""
-    page.wait_for_function(f"[...document.querySelectorAll('{selector}')].every(i => i.complete)")
+    for img in page.query_selector_all(selector):
+        img.scroll_into_view_if_needed()  # lazy images load once near the viewport
+    wait_until(page, f"[...document.querySelectorAll('{selector}')].every(i => i.complete)")
     return page.eval_on_selector_all(selector, "imgs => imgs.map(i => i.naturalWidth > 0)")
 
 
@@ -185,7 +198,7 @@ def test_buying_changes_the_cards_and_the_history(page, shop: dict) -> None:
     before = card_ids(page)
     bought = before[0]
     page.click(f"#recommendations .card[data-item-id='{bought}'] button[data-action=purchase]")
-    page.wait_for_function("document.getElementById('notice').textContent.startsWith('Bought')")
+    wait_until(page, "document.getElementById('notice').textContent.startsWith('Bought')")
     page.wait_for_selector(READY)
     after = card_ids(page)
     assert bought not in after and len(after) == K, "a bought item leaves the recommendations (history filter)"
@@ -273,8 +286,20 @@ def test_context_controls_drive_the_contextual_filter(page, shop: dict) -> None:
     boosted = {leaf.name for leaf in taxonomy.LEAVES if leaf.group in ("Mobile", "Audio")}
     users = shop["users"]
     likes = users[users[schema.PREFERENCES].map(lambda p: bool(boosted & set(str(p).split("|"))))]
-    user = str(likes[schema.USER_ID].iloc[0])
     moment = "2030-01-07T12:00"  # a Monday noon: no other context rule is active
+    desktop_context = {"timestamp": moment + ":00", "device": "desktop"}
+    user = next(
+        str(u)
+        for u in likes[schema.USER_ID]
+        if any(
+            {"Mobile", "Audio"} & set(item["category"].split("|"))
+            for item in httpx.post(
+                shop["url"] + "/api/recommend",
+                json={"user_id": str(u), "k": 24, "context": desktop_context},
+                timeout=10,
+            ).json()["items"]
+        )
+    )  # a shopper with a Mobile/Audio item among their top 24
     open_page(page, f"{shop['url']}/?user_id={user}&k=24&at={moment}&device=desktop")
     desktop = scores_on_page(page)
     page.select_option("#device-select", "mobile")
@@ -375,7 +400,7 @@ def test_screenshots_of_every_view(browser, shop: dict, viewport: dict, tmp_path
     try:
         for name, path in views.items():
             open_page(tab, shop["url"] + path)
-            images_loaded(tab, "img")
+            images_loaded(tab, "main .view:not([hidden]) img")
             shot = out / f"storefront-{name}-{width}.png"
             tab.screenshot(path=str(shot), full_page=viewport is DESKTOP)
             assert shot.stat().st_size > 10_000, shot

@@ -25,7 +25,10 @@ class Settings(BaseSettings):
     home: Path = Field(default=PROJECT_ROOT / ".recsys", description="state: embedded Postgres data dir, caches")
     data_dir: Path = Field(default=PROJECT_ROOT / "feature_repo" / "data", description="parquet files")
     feature_repo: Path = Field(default=PROJECT_ROOT / "feature_repo", description="Feast repo folder")
-    model_dir: Path = Field(default=PROJECT_ROOT / ".recsys" / "model", description="trained model dir")
+    models_dir: Path | None = Field(default=None, description="the model store [default: RECSYS_HOME/models]")
+    model_dir: Path | None = Field(
+        default=None, description="one model dir to use instead of the model store's live version"
+    )
     db_timeout_s: float = Field(default=2.0, gt=0, description="statement / connect timeout for online DB calls")
 
     @property

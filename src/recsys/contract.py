@@ -13,6 +13,11 @@ MODEL_STATUS_PATH = f"/v1/models/{SERVED_MODEL_NAME}"  # GET: 200 once the model
 PREDICT_PATH = f"/v1/models/{SERVED_MODEL_NAME}:predict"  # V1 protocol
 INFER_PATH = f"/v2/models/{SERVED_MODEL_NAME}/infer"  # V2 protocol
 EVENTS_PATH = "/v1/events"  # POST user events (recsys.events.contract), on the predictor's HTTP port
+# read-only GETs for browsing clients such as the storefront (recsys.browse): /v1/users[/{user_id}],
+# /v1/items/{item_id}, /v1/categories
+USERS_PATH = "/v1/users"
+ITEMS_PATH = "/v1/items"
+CATEGORIES_PATH = "/v1/categories"
 
 # The NetworkPolicy lets only pods carrying this label (with this value) reach Postgres.
 DB_CLIENT_LABEL = "recsys.io/db-client"

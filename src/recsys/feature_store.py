@@ -93,6 +93,31 @@ def apply(repo: Path | None = None) -> list[str]:
     )
 
 
+def register(repo: Path | None = None) -> None:
+    """Write the repo's definitions into its registry file only: no database statement at all.
+
+    For a reader such as the predictor in a cluster, whose registry is a file of its own and whose database role
+    may only read: `apply` (the feast-apply Job, the pipeline) creates the online tables, this only lets Feast
+    find the views. The registry file is the same one `apply` would write for the same definitions.
+    """
+    from feast.repo_operations import parse_repo
+
+    path = resolve_repo(repo)
+    store = get_store(path)
+    with _definitions_importable(path), contextlib.redirect_stdout(io.StringIO()):
+        contents = parse_repo(path)
+    registry, project = store.registry, store.project
+    for source in contents.data_sources:
+        registry.apply_data_source(source, project, commit=False)
+    for entity in contents.entities:
+        registry.apply_entity(entity, project, commit=False)
+    for view in contents.feature_views:
+        registry.apply_feature_view(view, project, commit=False)
+    for service in contents.feature_services:
+        registry.apply_feature_service(service, project, commit=False)
+    registry.commit()
+
+
 @contextlib.contextmanager
 def _definitions_importable(repo: Path) -> Iterator[None]:
     """Feast imports each definition file by a module name relative to the cwd; keep that local to this call."""

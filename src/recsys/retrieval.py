@@ -23,7 +23,7 @@ from typing import ClassVar, Literal, Protocol
 import numpy as np
 from psycopg_pool import ConnectionPool
 
-from recsys import schema
+from recsys import metrics, schema
 from recsys.filters import FilterResult
 from recsys.item_catalogue import ItemCatalogue
 from recsys.vector_index.queries import HNSW_MAX_EF_SEARCH, hnsw_search
@@ -132,6 +132,7 @@ def widen_until_k(
     result = select(rows, scores)
     while len(result.rows) < k and n < retriever.max_candidates:
         n = min(n * WIDEN_FACTOR, retriever.max_candidates)
+        metrics.WIDENING_ROUNDS.inc()
         rows, scores = retriever.search(query[None, :], n)[0]
         result = select(rows, scores)
     return result

@@ -21,7 +21,8 @@ version are loaded once, when search first answers over that version.
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,6 +54,9 @@ MODE_SIMILAR: SimilarMode = "similar"
 # one short query gains nothing from more threads, and under CPU contention spinning threads stall each other
 # (measured, 2 busy cores: 36 ms per query on 1 thread, 721 ms on 2)
 QUERY_ENCODER_THREADS = 1
+# queries are encoded in chunks of about this many characters (~35 ms on one core), each chunk taking its turn in
+# arrival order: a request with many long queries cannot hold the encoder while small searches wait
+ENCODE_CHUNK_CHARS = 512
 AVAILABILITY_ONLY = FilterConfig(
     demographic=DemographicConfig(enabled=False),
     history=HistoryConfig(enabled=False),
@@ -73,13 +77,50 @@ class SearchSettings(BaseSettings):
     )
 
 
-_ENCODE_LOCK = threading.Lock()  # query encodings take turns: each sets torch's (process-wide) thread count
+class _Turns:
+    """A lock granted in arrival order (a ticket lock): whoever asks again goes to the back of the line."""
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._next_ticket = 0
+        self._serving = 0
+
+    @contextmanager
+    def turn(self) -> Iterator[None]:
+        with self._changed:
+            ticket = self._next_ticket
+            self._next_ticket += 1
+            while ticket != self._serving:
+                self._changed.wait()
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._serving += 1
+                self._changed.notify_all()
+
+
+_ENCODER_TURNS = _Turns()  # encodings take turns: each sets torch's (process-wide) thread count
+
+
+def _chunks(queries: Sequence[str], chunk_chars: int) -> Iterator[list[str]]:
+    chunk: list[str] = []
+    size = 0
+    for query in queries:
+        if chunk and size + len(query) > chunk_chars:
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(query)
+        size += len(query)
+    if chunk:
+        yield chunk
 
 
 def encode_queries(queries: Sequence[str], threads: int = QUERY_ENCODER_THREADS) -> np.ndarray:
     """[len(queries), TEXT_EMBEDDING_DIM] unit vectors from the items' MiniLM encoder (loaded once per process).
 
-    Runs on `threads` torch threads and restores the process setting after. Queries are not written to the
+    Runs on `threads` torch threads and restores the process setting after, one chunk of ENCODE_CHUNK_CHARS at a
+    time, each chunk queuing for the encoder behind the chunks of other requests. Queries are not written to the
     on-disk text cache: unlike item texts they are unbounded and rarely repeat.
     """
     if not queries:
@@ -87,16 +128,18 @@ def encode_queries(queries: Sequence[str], threads: int = QUERY_ENCODER_THREADS)
     import torch
 
     encoder = text.get_encoder()
-    with _ENCODE_LOCK:
-        previous = torch.get_num_threads()
-        torch.set_num_threads(threads)
-        try:
-            vectors = encoder.encode(
-                list(queries), normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
-            )
-        finally:
-            torch.set_num_threads(previous)
-    return np.asarray(vectors, dtype=np.float32)
+    parts = []
+    for chunk in _chunks(queries, ENCODE_CHUNK_CHARS):
+        with _ENCODER_TURNS.turn():
+            previous = torch.get_num_threads()
+            torch.set_num_threads(threads)
+            try:
+                parts.append(
+                    encoder.encode(chunk, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
+                )
+            finally:
+                torch.set_num_threads(previous)
+    return np.concatenate(parts).astype(np.float32, copy=False)
 
 
 @dataclass(frozen=True, eq=False)

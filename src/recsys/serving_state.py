@@ -26,7 +26,7 @@ from psycopg_pool.base import AttemptWithBackoff
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from recsys import db, history, schema
+from recsys import db, history, model_store, schema
 from recsys.config import Settings, get_settings
 from recsys.filters import CompiledFilters, FilterConfig, load_filter_config
 from recsys.item_catalogue import ItemCatalogue, load_from_feast
@@ -60,6 +60,9 @@ class ServingSettings(BaseSettings):
     min_candidates: int = Field(default=50, ge=1, description="first candidate pool is at least this")
     hnsw_ef_search: int = Field(default=200, ge=1, le=1000)
     pool_size: int = Field(default=4, ge=1, description="max Postgres connections of the predictor")
+    max_body_bytes: int = Field(
+        default=4 * 1024 * 1024, ge=1024, description="largest request body the predictor reads (413 above)"
+    )
     filters_file: Path | None = Field(default=None, description="JSON FilterConfig replacing the defaults")
     event_weight: float = Field(
         default=1.0, ge=0, description="weight of a user's events since the publish (0: the user tower alone)"
@@ -143,9 +146,11 @@ class ServingState:
 
     @classmethod
     def from_settings(cls, model_dir: Path | None = None, poll: bool = True, **kwargs: Any) -> ServingState:
-        """The state for the configured model dir, loaded if the database allows, polling for new versions."""
+        """The state for the model dir (default: RECSYS_MODEL_DIR, else the model store), loaded if the database
+        allows, polling for new versions."""
         settings = kwargs.pop("settings", None) or get_settings()
-        state = cls(model_dir or settings.model_dir, settings=settings, **kwargs)
+        model_dir = model_dir or settings.model_dir or model_store.store_dir(settings)
+        state = cls(model_dir, settings=settings, **kwargs)
         try:
             state.refresh_version()
         except Exception:  # e.g. Feast views not applied yet: not ready, and the poller keeps trying
@@ -298,7 +303,10 @@ class ServingState:
                 except (ModelDirError, RuntimeError, OSError) as exc:  # broken or foreign files: keep serving
                     self._skip(version, f"the live model_version {version} cannot be loaded from {candidate}: {exc}")
                     return None
-        self._skip(version, f"the live model_version {version} is not in the model dir {self.model_dir}")
+        self._skip(
+            version,
+            f"the live model_version {version} is not in {self.model_dir} (`recsys models list` shows the stored ones)",
+        )
         return None
 
     def _skip(self, version: str, reason: str) -> None:

@@ -9,7 +9,10 @@ Layout: one module per command group, each with a module-level `commands = typer
   feast.py     recsys feast apply|materialize|env
   data.py      recsys generate, recsys images
   model.py     recsys train, evaluate, publish
+  models.py    recsys models list|rollback (the model store)
   serve.py     recsys serve, recommend, search, similar (one answer path)
+  events.py    recsys events add|load|export (user events; export merges the log into a data set)
+  ui.py        recsys ui (the storefront page over a running predictor)
   pipeline.py  recsys pipeline compile|run|submit, recsys demo
   tables.py    every table the CLI prints;  output.py  the console and `fail`
 
@@ -23,15 +26,16 @@ from __future__ import annotations
 
 import typer
 
-from recsys.cli import data, db, feast, model, pipeline, serve
+from recsys.cli import data, db, events, feast, model, models, pipeline, serve, ui
 
-COMMAND_MODULES = (db, data, feast, model, serve, pipeline)
+COMMAND_MODULES = (db, data, feast, model, models, serve, events, ui, pipeline)
 
 app = typer.Typer(
     name="recsys",
     help="Two-tower product recommender on Feast + pgvector, KServe and Kubeflow.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain help: rich markup would swallow every "[default: ...]" in an option's help
 )
 for module in COMMAND_MODULES:
     app.add_typer(module.commands)

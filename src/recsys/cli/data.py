@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from recsys.cli.output import console, fail
+from recsys.cli.output import console, fail, setting_default
 from recsys.cli.tables import generation_table
 from recsys.config import get_settings
 from recsys.contract import DEFAULT_IMAGE_MODEL, DEFAULT_N_INTERACTIONS, DEFAULT_N_ITEMS, DEFAULT_N_USERS
@@ -23,7 +23,7 @@ def generate_cmd(
     n_items: Annotated[int, typer.Option(help="number of items")] = DEFAULT_N_ITEMS,
     n_interactions: Annotated[int, typer.Option(help="number of interactions")] = DEFAULT_N_INTERACTIONS,
     seed: Annotated[int, typer.Option(help="random seed: the same seed gives identical files")] = 42,
-    out: Annotated[Path | None, typer.Option(help="output folder [default: RECSYS_DATA_DIR]")] = None,
+    out: Annotated[Path | None, typer.Option(help=f"output folder {setting_default('data_dir')}")] = None,
     preference_strength: Annotated[
         float | None,
         typer.Option(

@@ -92,7 +92,7 @@ def merge_event_log(data_dir: Path) -> dict[str, int]:
     try:
         return asdict(merge_events_into_dataset(Path(data_dir)))
     except DatabaseError as exc:
-        fail(f"cannot read the event log: {exc}", code=1)
+        fail(f"cannot read the event log: {exc} (`recsys train --no-events` trains without it)", code=1)
 
 
 def _read_events(file: Path) -> list[dict[str, Any]]:

@@ -9,11 +9,11 @@ from typing import Annotated
 
 import typer
 
-from recsys.cli.output import console, fail
+from recsys.cli.output import console, fail, setting_default
 
 commands = typer.Typer(name="feast", help="The Feast feature repo (feature_repo/).", no_args_is_help=True)
 
-FeatureRepo = Annotated[Path | None, typer.Option(help="feature repo folder [default: RECSYS_FEATURE_REPO]")]
+FeatureRepo = Annotated[Path | None, typer.Option(help=f"feature repo folder {setting_default('feature_repo')}")]
 
 
 @contextmanager

@@ -157,16 +157,28 @@ def demo_cmd(
     seed: Seed = DEFAULT_RECIPE.seed,
     epochs: Epochs = DEFAULT_RECIPE.epochs,
     k: Annotated[int, typer.Option(help="recommendations per user")] = 5,
+    ui: Annotated[
+        bool, typer.Option("--ui", help="then keep the predictor and the storefront page running until Ctrl-C")
+    ] = False,
+    ui_port: Annotated[int, typer.Option(help="port of the storefront page (with --ui)")] = 8000,
 ) -> None:
-    """The main job: Postgres -> the pipeline (kfp.local) -> the predictor -> recommendations for three users."""
+    """The main job: Postgres -> the pipeline (kfp.local) -> the predictor -> recommendations for three users
+    (with --ui: then the storefront page, until Ctrl-C)."""
     from pipelines.demo import run_demo
+    from recsys.ui.server import UiConfigError, check_port_free
 
     if min(n_users, n_items, n_interactions, epochs, k) < 1:
         fail("sizes, --epochs and --k must be >= 1")
+    if ui:
+        try:
+            check_port_free("127.0.0.1", ui_port)  # now, not after minutes of pipeline
+        except UiConfigError as exc:
+            fail(str(exc).replace("--http-port", "--ui-port"))
     try:
         run_demo(
             _ConsoleDemoReport(),
             k=k,
+            ui_port=ui_port if ui else None,
             n_users=n_users,
             n_items=n_items,
             n_interactions=n_interactions,

@@ -7,6 +7,7 @@ running predictor (`--url`) or in this process over the same code the predictor 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -23,19 +24,51 @@ Timestamp = Annotated[
     str | None, typer.Option(help="request time, ISO 8601, for the availability filter [default: now]")
 ]
 PredictorUrl = Annotated[str | None, typer.Option(help="ask a running predictor (http://host:port) instead")]
-InProcessModelDir = Annotated[Path | None, typer.Option(help="model dir for the in-process path")]
+ModelDir = Annotated[
+    Path | None,
+    typer.Option(
+        help="a model dir or model store to load the live version from "
+        "[default: env RECSYS_MODEL_DIR, else the model store: RECSYS_HOME/models, env RECSYS_MODELS_DIR]"
+    ),
+]
+JsonOutput = Annotated[bool, typer.Option("--json", help="print the raw V1 prediction as JSON (for scripts)")]
 HTTP_TIMEOUT_S = 30.0
 
 
 @commands.command("serve")
 def serve_cmd(
-    model_dir: Annotated[Path | None, typer.Option(help="trained model dir [default: RECSYS_MODEL_DIR]")] = None,
+    model_dir: ModelDir = None,
     http_port: Annotated[int, typer.Option(help="HTTP port of the KServe ModelServer")] = 8080,
 ) -> None:
-    """Run the KServe predictor (model `recommender`, V1 and V2 protocols) until interrupted."""
+    """Run the KServe predictor (model `recommender`, V1 and V2 protocols) until interrupted; it serves the live
+    model version and switches when another one is published or rolled back to."""
+    serving_dir = _serving_dir(model_dir)
+    _check_port_free(http_port)  # now, not after the model has loaded
     from serving.server import serve
 
-    serve(model_dir or get_settings().model_dir, http_port)
+    serve(serving_dir, http_port)
+
+
+def _serving_dir(model_dir: Path | None) -> Path:
+    """The folder the live version is loaded from; a wrong path is an error now, not a never-ready server."""
+    from recsys import model_store
+
+    settings = get_settings()
+    try:
+        return model_store.check_serving_dir(model_dir or settings.model_dir or model_store.store_dir(settings))
+    except model_store.ModelStoreError as exc:
+        hint = "" if model_dir or settings.model_dir else " (`recsys train` adds models to the store)"
+        fail(f"{exc}{hint}")
+
+
+def _check_port_free(port: int) -> None:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError as exc:
+            fail(f"port {port} is not free ({exc.strerror}): stop what uses it or pick another with --http-port")
 
 
 @commands.command("recommend")
@@ -46,11 +79,21 @@ def recommend_cmd(
     age: Annotated[int | None, typer.Option(help="new-user profile: age")] = None,
     gender: Annotated[str | None, typer.Option(help="new-user profile: gender")] = None,
     timestamp: Annotated[str | None, typer.Option(help="request time, ISO 8601 [default: now]")] = None,
+    device: Annotated[str | None, typer.Option(help="request context: mobile, desktop, tablet...")] = None,
+    season: Annotated[str | None, typer.Option(help="request context: winter, spring, summer, autumn")] = None,
     url: PredictorUrl = None,
-    model_dir: InProcessModelDir = None,
+    model_dir: ModelDir = None,
+    as_json: JsonOutput = False,
 ) -> None:
-    """Print the top-k recommendations for a user (in-process, or through a running predictor with --url)."""
+    """Print the top-k recommendations for a user (in-process, or through a running predictor with --url).
+
+    Give --user-id, or a new user's profile (--preferences, --age, --gender), or both."""
+    if user_id is None and preferences is None and age is None and gender is None:
+        fail("give --user-id, or a new user's --preferences/--age/--gender")
     instance: dict[str, Any] = {"k": k}
+    context = {key: value for key, value in (("device", device), ("season", season)) if value is not None}
+    if context:
+        instance["context"] = context
     if user_id is not None:
         instance[schema.USER_ID] = user_id
     profile = {
@@ -60,7 +103,7 @@ def recommend_cmd(
     }
     if profile:
         instance["user"] = profile
-    answer_one(instance, timestamp, url, model_dir)
+    answer_one(instance, timestamp, url, model_dir, as_json)
 
 
 @commands.command("search")
@@ -70,13 +113,14 @@ def search_cmd(
     user_id: Annotated[str | None, typer.Option(help="personalise the order for this user")] = None,
     timestamp: Timestamp = None,
     url: PredictorUrl = None,
-    model_dir: InProcessModelDir = None,
+    model_dir: ModelDir = None,
+    as_json: JsonOutput = False,
 ) -> None:
     """Semantic search over product names + descriptions (personalised with --user-id)."""
     instance: dict[str, Any] = {"query": query, "k": k}
     if user_id is not None:
         instance[schema.USER_ID] = user_id
-    answer_one(instance, timestamp, url, model_dir)
+    answer_one(instance, timestamp, url, model_dir, as_json)
 
 
 @commands.command("similar")
@@ -85,14 +129,22 @@ def similar_cmd(
     k: K = 10,
     timestamp: Timestamp = None,
     url: PredictorUrl = None,
-    model_dir: InProcessModelDir = None,
+    model_dir: ModelDir = None,
+    as_json: JsonOutput = False,
 ) -> None:
     """Items nearest to an item by the two-tower vectors ("customers also viewed"), the item itself excluded."""
-    answer_one({schema.ITEM_ID: item_id, "k": k}, timestamp, url, model_dir)
+    answer_one({schema.ITEM_ID: item_id, "k": k}, timestamp, url, model_dir, as_json)
 
 
-def answer_one(instance: dict[str, Any], timestamp: str | None, url: str | None, model_dir: Path | None) -> None:
-    """Validate one V1 instance, answer it through the predictor at `url` or in-process, print the answer.
+def answer_one(
+    instance: dict[str, Any],
+    timestamp: str | None,
+    url: str | None,
+    model_dir: Path | None,
+    as_json: bool = False,
+) -> None:
+    """Validate one V1 instance, answer it through the predictor at `url` or in-process, print the answer
+    (a table, or the V1 prediction as JSON with `as_json`).
 
     Bad input exits 2 with the field named (whether found here, by the predictor or against the catalogue);
     an unreachable, failing or not-ready predictor or database exits 1.
@@ -100,14 +152,38 @@ def answer_one(instance: dict[str, Any], timestamp: str | None, url: str | None,
     from recsys.request_models import RequestError, parse_instances
 
     if timestamp is not None:
-        instance = {**instance, "context": {"timestamp": timestamp}}
+        instance = {**instance, "context": {**instance.get("context", {}), "timestamp": timestamp}}
     body = {"instances": [instance]}
     try:
         [request] = parse_instances(body)
     except RequestError as exc:
-        fail(str(exc))
-    prediction = _ask_predictor(url, body) if url is not None else _answer_in_process(request, model_dir)
-    console.print_json(json.dumps(prediction))
+        fail(_as_flags(str(exc)))
+    in_process = url is None
+    prediction = _answer_in_process(request, _serving_dir(model_dir)) if in_process else _ask_predictor(url, body)
+    if as_json:
+        console.print_json(json.dumps(prediction))
+    else:
+        from recsys.cli.tables import recommendations_table
+
+        console.print(recommendations_table(_label(instance, prediction), prediction))
+
+
+def _as_flags(message: str) -> str:
+    """A request error names JSON fields (instances[0].user.age); on the command line the flags are meant."""
+    for prefix in ("instances[0].user.", "instances[0].context.", "instances[0]."):
+        message = re.sub(re.escape(prefix) + r"(\w+)", lambda m: "--" + m.group(1).replace("_", "-"), message)
+    return message.replace("instances[0]", "the request")
+
+
+def _label(instance: dict[str, Any], prediction: dict[str, Any]) -> str:
+    subject = (
+        f"search {instance['query']!r}"
+        if "query" in instance
+        else f"similar to {instance[schema.ITEM_ID]}"
+        if schema.ITEM_ID in instance
+        else f"user {instance.get(schema.USER_ID, 'new user')}"
+    )
+    return f"{subject}, model {prediction.get('model_version')}"
 
 
 def _ask_predictor(url: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -136,19 +212,24 @@ def _error_message(response: Any) -> str:
 
 def _answer_in_process(request: Any, model_dir: Path | None) -> dict[str, Any]:
     from recsys.recommender import Recommender
-    from recsys.request_models import RecommendRequest, RequestError
+    from recsys.request_models import RecommendRequest, RequestError, SearchRequest
     from recsys.search import Searcher
     from recsys.serving_state import NotReady, ServingState
 
     state = ServingState.from_settings(model_dir, poll=False)
     try:
+        reason = state.not_ready_reason()
+        if reason is not None:
+            fail(f"not ready: {reason}", code=1)
         recommender = Recommender(state)
         if isinstance(request, RecommendRequest):
             return dict(recommender.recommend([request])[0])
-        return dict(Searcher(state, recommender).answer([request])[0])
+        # only a text query needs the text encoder; similar items rank by the two-tower vectors
+        searcher = Searcher(state, recommender, load_encoder=isinstance(request, SearchRequest))
+        return dict(searcher.answer([request])[0])
     except RequestError as exc:  # e.g. an unknown item_id, known only once the catalogue is read
-        fail(str(exc))
+        fail(_as_flags(str(exc)))
     except NotReady as exc:
-        fail(f"not ready: {exc} (has `recsys publish` run for this model?)", code=1)
+        fail(f"not ready: {exc} (`recsys models list` shows what is live)", code=1)
     finally:
         state.close()

@@ -14,6 +14,7 @@ from recsys.contract import GATE_METRIC
 if TYPE_CHECKING:
     from pipelines.runner import LocalRun
     from recsys.data.generate import GenerationReport
+    from recsys.model_store import StoredModel
     from recsys.publish import PublishReport
 
 SUMMARY_METRICS = (GATE_METRIC, "ndcg@10")  # the two a pipeline run's summary shows
@@ -82,4 +83,16 @@ def recommendations_table(label: str, prediction: Mapping[str, Any]) -> Table:
             str(item.get(schema.PRODUCT_NAME, "")),
             str(item.get(schema.CATEGORY, "")),
         )
+    return table
+
+
+def models_table(models: Sequence[StoredModel], live: str | None) -> Table:
+    """The model store, oldest first, with the test metrics of each version and the live one marked."""
+    table = Table(title="model store")
+    for column in ("model_version", "trained (UTC)", *SUMMARY_METRICS, "live"):
+        table.add_column(column, justify="right" if column in SUMMARY_METRICS else "left")
+    for model in models:
+        metrics = (f"{model.metrics[m]:.4f}" if m in model.metrics else "-" for m in SUMMARY_METRICS)
+        marker = "live" if model.model_version == live else ""
+        table.add_row(model.model_version, model.trained_at.strftime("%Y-%m-%d %H:%M:%S"), *metrics, marker)
     return table

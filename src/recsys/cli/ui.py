@@ -30,12 +30,13 @@ def ui_cmd(
     ] = False,
 ) -> None:
     """Serve the storefront page: pick a shopper, see their recommendations and why, search, buy, repeat."""
-    from recsys.ui.server import UiConfigError, check_predictor_url, serve
+    from recsys.ui.server import UiConfigError, check_port_free, check_predictor_url, serve
 
     if not 1 <= http_port <= 65535:
         fail(f"--http-port: expected 1..65535, got {http_port}")
     try:
         url = check_predictor_url(predictor_url)
+        check_port_free(host, http_port)
     except UiConfigError as exc:
         fail(str(exc))
     folder = images_dir or get_settings().data_dir / "images"

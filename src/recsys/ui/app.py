@@ -28,12 +28,9 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from recsys import schema
+from recsys.contract import CATEGORIES_PATH, EVENTS_PATH, ITEMS_PATH, USERS_PATH
 from recsys.ui.media import IMAGES_ROUTE, PLACEHOLDER_ROUTE, image_path_under, image_url, placeholder_svg
 from recsys.ui.predictor_client import (
-    CATEGORIES_PATH,
-    EVENTS_PATH,
-    ITEMS_PATH,
-    USERS_PATH,
     CallTimer,
     PredictorClient,
     PredictorError,

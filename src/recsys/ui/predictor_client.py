@@ -10,13 +10,8 @@ from typing import Any
 
 import httpx
 
-MODEL_NAME = "recommender"
-PREDICT_PATH = f"/v1/models/{MODEL_NAME}:predict"
-READY_PATH = f"/v1/models/{MODEL_NAME}"
-EVENTS_PATH = "/v1/events"
-USERS_PATH = "/v1/users"
-ITEMS_PATH = "/v1/items"
-CATEGORIES_PATH = "/v1/categories"
+from recsys.contract import MODEL_STATUS_PATH, PREDICT_PATH
+
 DEFAULT_TIMEOUT_S = 10.0
 
 
@@ -83,7 +78,7 @@ class PredictorClient:
 
     async def ready(self) -> bool:
         try:
-            return (await self.request("GET", READY_PATH)).status_code == 200
+            return (await self.request("GET", MODEL_STATUS_PATH)).status_code == 200
         except PredictorError:
             return False
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -17,6 +18,15 @@ def check_predictor_url(url: str) -> str:
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise UiConfigError(f"--predictor-url: expected http(s)://host:port, got {url!r}")
     return url.rstrip("/")
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Fail early (before a long demo run) when the page's port cannot be bound."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise UiConfigError(f"--http-port: cannot listen on {host}:{port} ({exc.strerror})") from None
 
 
 def serve(

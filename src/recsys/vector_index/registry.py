@@ -2,7 +2,8 @@
 
 model_version is a content hash, so "newer" is defined by the order in which versions were first written
 (MODEL_REGISTRY_TABLE.version_seq). The live version (what serving uses) is the one most recently made live
-with `set_live_model_version`; it never goes back to an older version.
+with `set_live_model_version`; it never goes back to an older version, except through a deliberate rollback
+(`move_to_newest`, then publish again).
 """
 
 from __future__ import annotations
@@ -107,4 +108,19 @@ def set_live_model_version(conn: psycopg.Connection, version: str) -> None:
             live=sql.Identifier(schema.LIVE_SINCE),
             v=sql.Identifier(schema.MODEL_VERSION),
         )
+        conn.execute(query, (version,))
+
+
+def move_to_newest(conn: psycopg.Connection, version: str) -> None:
+    """A deliberate rollback: give an already registered version a fresh, newest place in write order (and a
+    new registration time), so publishing it again may replace the rows of the versions written after it."""
+    query = sql.SQL("UPDATE {t} SET {seq} = DEFAULT, {reg} = now() WHERE {v} = %s").format(
+        t=sql.Identifier(schema.MODEL_REGISTRY_TABLE),
+        seq=sql.Identifier(schema.REGISTRY_SEQUENCE),
+        reg=sql.Identifier(schema.REGISTERED_AT),
+        v=sql.Identifier(schema.MODEL_VERSION),
+    )
+    with conn.transaction():
+        if version_sequence(conn, version) is None:
+            raise ValueError(f"model {version} was never published: publish it instead of rolling back to it")
         conn.execute(query, (version,))
