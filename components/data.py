@@ -8,10 +8,23 @@ from components.settings import COMPONENT_OPTIONS
 
 
 @dsl.component(**COMPONENT_OPTIONS)
-def generate_data(n_users: int, n_items: int, n_interactions: int, seed: int, data: Output[Dataset]) -> None:
-    """Users, items and interactions as the three parquet files of schema.DATA_FILES in the `data` folder."""
+def generate_data(
+    n_users: int, n_items: int, n_interactions: int, seed: int, data: Output[Dataset], source: str = ""
+) -> None:
+    """Users, items and interactions as the three parquet files of schema.DATA_FILES in the `data` folder:
+    synthetic, or copied from the folder `source` (a path this step can read) when one is given."""
     from pathlib import Path
 
+    if source:
+        import pyarrow.parquet as pq
+
+        from components.staging import copy_data_files
+        from recsys import schema
+
+        copy_data_files(Path(source), Path(data.path))
+        rows = {name: pq.ParquetFile(Path(data.path) / name).metadata.num_rows for name in schema.DATA_FILES}
+        data.metadata.update({"source": source, **rows})
+        return
     from recsys.data.generate import generate
 
     # int(): kfp.local can hand ints over as floats

@@ -94,6 +94,7 @@ def recommender_pipeline(
     n_items: int = DEFAULT_N_ITEMS,
     n_interactions: int = DEFAULT_N_INTERACTIONS,
     seed: int = 42,
+    data_source: str = "",
     with_images: bool = False,
     image_model: str = DEFAULT_IMAGE_MODEL,
     image_device: str = "auto",
@@ -112,8 +113,11 @@ def recommender_pipeline(
     db_secret_name: str = "recsys-postgres",
 ) -> None:
     """gpu_node_selector: e.g. {"nvidia.com/gpu.present": "true"}; gpu_tolerations: e.g.
-    [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]. image_limit 0 = every item."""
-    generated = generate_data(n_users=n_users, n_items=n_items, n_interactions=n_interactions, seed=seed)
+    [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]. image_limit 0 = every item.
+    data_source: a folder with the three parquet files to use instead of generating (the sizes are then unused)."""
+    generated = generate_data(
+        n_users=n_users, n_items=n_items, n_interactions=n_interactions, seed=seed, source=data_source
+    )
     generated.set_display_name("generate data")
     rest = {
         "split": split,

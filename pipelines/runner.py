@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import sys
 import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +27,7 @@ class LocalRun:
     metrics: dict[str, Any]  # the model's metrics.json: model vs baselines
     published: bool  # the quality gate passed and publish ran
     seconds: float
+    log_file: Path | None = None  # the steps' output, when run_local was given a log file
 
 
 def compile_pipeline(out: Path) -> Path:
@@ -38,17 +42,19 @@ def compile_pipeline(out: Path) -> Path:
     return out
 
 
-def run_local(pipeline_root: Path | None = None, **arguments: Any) -> LocalRun:
+def run_local(pipeline_root: Path | None = None, log_file: Path | None = None, **arguments: Any) -> LocalRun:
     """Run the whole DAG in subprocesses of this venv (kfp.local SubprocessRunner, no venv per step).
 
     Every step talks to the same Postgres: RECSYS_PG_DSN when set, else the embedded server, whose DSN is exported
     so the steps reuse it. The deploy step is off unless `deploy=True` is passed (no cluster here).
+    With `log_file`, the steps' output (hundreds of lines of executor JSON) goes there instead of this process's
+    output, and the file is moved into the run folder afterwards. A published model is added to the model store.
     Raises RuntimeError when the run fails.
     """
     import kfp.local
 
     from pipelines.recommender import PIPELINE_NAME, recommender_pipeline
-    from recsys import db
+    from recsys import db, model_store
     from recsys.model.artifacts import METRICS_FILE, MODEL_VERSION_FILE
 
     if not os.environ.get("RECSYS_PG_DSN"):
@@ -59,28 +65,61 @@ def run_local(pipeline_root: Path | None = None, **arguments: Any) -> LocalRun:
     before = set(root.glob(f"{PIPELINE_NAME}-*"))
     kfp.local.init(runner=kfp.local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=True)
     started = time.perf_counter()
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _output_to(log_file):
         # kfp.local warns, per step, that cluster-only settings (GPU, limits, image) do not apply here
         warnings.filterwarnings("ignore", message=".*(no effect in the current local runner|non-Python base image)")
-        recommender_pipeline(**{**DEFAULT_SIZES, "deploy": False, **arguments})
+        try:
+            recommender_pipeline(**{**DEFAULT_SIZES, "deploy": False, **arguments})
+        except RuntimeError as exc:
+            raise RuntimeError(f"{exc}{f' (the steps wrote {log_file})' if log_file else ''}") from exc
     seconds = time.perf_counter() - started
 
     new_runs = sorted(set(root.glob(f"{PIPELINE_NAME}-*")) - before)
     if len(new_runs) != 1:
         raise RuntimeError(f"expected one new run folder under {root}, found {len(new_runs)}")
     run_dir = new_runs[0]
+    if log_file is not None:
+        log_file = Path(log_file).replace(run_dir / "pipeline.log")
     model_dirs = [p.parent for p in run_dir.rglob(MODEL_VERSION_FILE)]
     if len(model_dirs) != 1:
         raise RuntimeError(f"expected one trained model under {run_dir}, found {len(model_dirs)}")
     model_dir = model_dirs[0]
+    published = any(p.is_dir() for p in run_dir.glob("publish*"))
+    if published:  # live now: the predictor and `recsys recommend` load it from the store
+        model_store.add(model_dir)
     return LocalRun(
         run_dir=run_dir,
         model_dir=model_dir,
         model_version=(model_dir / MODEL_VERSION_FILE).read_text().strip(),
         metrics=json.loads((model_dir / METRICS_FILE).read_text()),
-        published=any(p.is_dir() for p in run_dir.glob("publish*")),
+        published=published,
         seconds=seconds,
+        log_file=log_file,
     )
+
+
+@contextlib.contextmanager
+def _output_to(log_file: Path | None) -> Iterator[None]:
+    """Send this process's output (Python's and the file descriptors the step subprocesses inherit) to
+    `log_file` for the block; None: leave it alone."""
+    if log_file is None:
+        yield
+        return
+    Path(log_file).parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with open(log_file, "a", buffering=1) as log:
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+        try:
+            with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+                yield
+        finally:
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
 
 
 def submit(

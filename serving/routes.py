@@ -16,6 +16,7 @@ from fastapi.responses import ORJSONResponse
 from recsys.serving_state import ServingSettings
 from serving.browse_routes import browse_router
 from serving.events import add_events_route
+from serving.json_body import JsonBodyByDefault
 from serving.limits import BodySizeLimit
 from serving.model import RecommenderModel
 from serving.model_routes import add_model_routes
@@ -25,6 +26,7 @@ def register_routes(app: FastAPI, model: RecommenderModel) -> None:
     """Add the predictor's own routes and error handlers to KServe's app (`kserve.model_server.app`)."""
     app.add_exception_handler(RequestValidationError, bad_request_body)
     app.add_middleware(BodySizeLimit, max_bytes=ServingSettings().max_body_bytes)  # 413 (serving/limits.py)
+    app.add_middleware(JsonBodyByDefault)  # `curl -d` without -H Content-Type works (serving/json_body.py)
     add_model_routes(app, model)  # readiness with its reason, 405 on the inference paths (serving/model_routes.py)
     add_events_route(app)  # POST /v1/events (serving/events.py)
     # GET /v1/users, /v1/users/{id}, /v1/items/{id}, /v1/categories over the model's served version

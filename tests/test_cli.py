@@ -60,11 +60,21 @@ def url_of(server: ThreadingHTTPServer) -> str:
     return f"http://127.0.0.1:{server.server_address[1]}"
 
 
+def test_table_by_default(stub: ThreadingHTTPServer) -> None:
+    prediction = {"model_version": "v1", "items": [{"item_id": "i9", "score": 0.5, "product_name": "Tent"}]}
+    stub.answer = (200, {"predictions": [prediction]})
+    result = CliRunner().invoke(app, [*CLIENT_COMMANDS["recommend"], "--device", "mobile", "--url", url_of(stub)])
+    assert result.exit_code == 0, result.output
+    assert "rank" in result.output and "Tent" in result.output and "model v1" in result.output
+    [(_, body)] = stub.received
+    assert body["instances"][0]["context"] == {"device": "mobile"}
+
+
 def test_help_lists_every_command() -> None:
     result = CliRunner().invoke(app, ["--help"], env={"COLUMNS": "200"})
     assert result.exit_code == 0
-    commands = ("db", "feast", "generate", "images", "train", "evaluate", "publish", "serve", "recommend", "search")
-    for command in (*commands, "similar", "pipeline", "demo"):
+    commands = ("db", "feast", "generate", "images", "train", "evaluate", "publish", "models", "serve", "recommend")
+    for command in (*commands, "search", "similar", "pipeline", "demo"):
         assert f" {command} " in result.output, command
 
 
@@ -72,7 +82,16 @@ def test_help_lists_every_command() -> None:
 def test_the_predictors_answer_is_printed(stub: ThreadingHTTPServer, command: str) -> None:
     prediction = {"model_version": "v1", "items": [{"item_id": "i9", "score": 0.5}]}
     stub.answer = (200, {"predictions": [prediction]})
-    args = [*CLIENT_COMMANDS[command], "--k", "3", "--timestamp", "2030-01-01T00:00:00Z", "--url", url_of(stub)]
+    args = [
+        *CLIENT_COMMANDS[command],
+        "--json",
+        "--k",
+        "3",
+        "--timestamp",
+        "2030-01-01T00:00:00Z",
+        "--url",
+        url_of(stub),
+    ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout) == prediction
@@ -103,9 +122,9 @@ def test_a_503_or_no_server_is_a_failed_operation(stub: ThreadingHTTPServer, com
 @pytest.mark.parametrize(
     ("args", "field"),
     [
-        (["recommend", "--user-id", "u1", "--k", "0"], "instances[0].k"),
-        (["recommend"], "instances[0]"),
-        (["search", "tents", "--timestamp", "yesterday"], "instances[0].context.timestamp"),
+        (["recommend", "--user-id", "u1", "--k", "0"], "--k"),
+        (["recommend"], "--user-id"),
+        (["search", "tents", "--timestamp", "yesterday"], "--timestamp"),
     ],
 )
 def test_bad_input_is_caught_before_any_request(stub: ThreadingHTTPServer, args: list[str], field: str) -> None:

@@ -268,6 +268,21 @@ def focused_user(catalogue: Catalogue) -> tuple[str, str]:
     return str(user_id), str(dept)
 
 
+def feast_mirror(user_id: str, item_id: str, catalogue: Catalogue, timeout_s: float = 10.0) -> str | None:
+    """The interaction type Feast's online store holds for (user, item), once the background push has landed."""
+    from recsys import feature_store
+
+    store = feature_store.get_store(catalogue.repo)
+    feature = f"{schema.VIEW_INTERACTIONS}:{schema.INTERACTION_TYPE}"
+    deadline = time.monotonic() + timeout_s
+    while True:
+        row = {schema.USER_ID: user_id, schema.ITEM_ID: item_id}
+        found = store.get_online_features(features=[feature], entity_rows=[row]).to_dict()[schema.INTERACTION_TYPE][0]
+        if found is not None or time.monotonic() > deadline:
+            return found
+        time.sleep(0.3)
+
+
 @pytest.fixture(scope="module")
 def running(catalogue: Catalogue, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningPredictor]:
     log = tmp_path_factory.mktemp("predictor") / "predictor.log"
@@ -282,6 +297,7 @@ def test_http_contract_status_codes(running: RunningPredictor, catalogue: Catalo
     assert (ok.status_code, ok.json()) == (200, {"accepted": 1, "duplicates": 0})
     again = post_events(running.url, [event("http-1", "http-user", item, kind=schema.POSITIVE_VIEW)])
     assert again.json() == {"accepted": 0, "duplicates": 1}
+    assert feast_mirror("http-user", item, catalogue) == schema.POSITIVE_VIEW  # pushed after the commit
 
     bad = post_events(running.url, [event("http-2", "http-user", item), event("http-3", "http-user", "nope")])
     assert bad.status_code == 400

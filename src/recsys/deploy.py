@@ -22,11 +22,16 @@ HTTP_PORT = 8080
 MANAGED_BY = {"app.kubernetes.io/managed-by": "recsys-deploy", "app.kubernetes.io/part-of": "recsys"}
 NON_ROOT_UID = 10001  # the project image's user (Containerfile)
 
-# The Feast registry is a file local to each pod: register the repo's definitions (idempotent, seconds) before
-# the predictor reads features. Then exec, so the predictor gets the container's signals.
+# The Feast registry is a file local to each pod: write the repo's definitions into it (`recsys feast register`:
+# no database statement; the feast-apply Job made the tables) before the predictor reads features. Then exec, so
+# the predictor gets the container's signals. It listens on every interface of the pod (`--host 0.0.0.0`).
 PREDICTOR_START = (
-    f"recsys feast apply > /dev/null && exec python -m serving --model-dir {MODEL_MOUNT_PATH} --http_port {HTTP_PORT}"
+    f"recsys feast register && exec python -m serving --model-dir {MODEL_MOUNT_PATH} --http_port {HTTP_PORT}"
+    " --host 0.0.0.0"
 )
+# the root filesystem is read-only: Feast's registry file and every cache (RECSYS_HOME, Hugging Face) go to emptyDirs
+WRITABLE_DIRS = {"tmp": "/tmp", "feast-registry": "/app/feature_repo/data"}
+PREDICTOR_DB_SECRET = "recsys-postgres-predictor"  # the predictor's own role: reads, and writes only events
 
 Action = Literal["dry-run", "created", "patched", "unchanged"]
 
@@ -78,7 +83,7 @@ def inference_service_manifest(
     image: str,
     model_uri: str,
     *,
-    db_secret_name: str = "recsys-postgres",
+    db_secret_name: str = PREDICTOR_DB_SECRET,
     db_secret_key: str = "dsn",
     service_account: str | None = "recsys-predictor",
     resources: Resources = Resources(),
@@ -103,6 +108,7 @@ def inference_service_manifest(
             {"name": "STORAGE_URI", "value": storage_uri(model_uri)},
             {"name": "RECSYS_PG_DSN", "valueFrom": {"secretKeyRef": {"name": db_secret_name, "key": db_secret_key}}},
             {"name": "HF_HUB_OFFLINE", "value": "1"},
+            {"name": "HF_HOME", "value": "/tmp/huggingface"},
         ],
         "ports": [{"containerPort": HTTP_PORT, "protocol": "TCP"}],
         "readinessProbe": {
@@ -119,15 +125,19 @@ def inference_service_manifest(
             "runAsNonRoot": True,
             "runAsUser": NON_ROOT_UID,
             "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
             "capabilities": {"drop": ["ALL"]},
             "seccompProfile": {"type": "RuntimeDefault"},
         },
+        "volumeMounts": [{"name": name, "mountPath": path} for name, path in WRITABLE_DIRS.items()],
     }
     predictor: dict[str, Any] = {
         "minReplicas": min_replicas,
         "maxReplicas": max_replicas,
         "labels": {DB_CLIENT_LABEL: DB_CLIENT_LABEL_VALUE},
+        "automountServiceAccountToken": False,  # the predictor calls no Kubernetes API
         "containers": [container],
+        "volumes": [{"name": name, "emptyDir": {"sizeLimit": "256Mi"}} for name in WRITABLE_DIRS],
     }
     if service_account:
         predictor["serviceAccountName"] = service_account

@@ -106,6 +106,9 @@ def register(repo: Path | None = None) -> None:
     store = get_store(path)
     with _definitions_importable(path), contextlib.redirect_stdout(io.StringIO()):
         contents = parse_repo(path)
+    # what `apply` infers before it writes (entity columns of the views, from their declared schemas)
+    store._make_inferences(contents.data_sources, contents.entities, contents.feature_views,
+                           contents.on_demand_feature_views, contents.stream_feature_views, contents.feature_services)  # fmt: skip
     registry, project = store.registry, store.project
     for source in contents.data_sources:
         registry.apply_data_source(source, project, commit=False)

@@ -35,10 +35,14 @@ def db_stop() -> None:
 
 @commands.command("status")
 def db_status() -> None:
-    """Print whether the database answers, with server and pgvector versions."""
+    """Print whether the database answers, with server and pgvector versions; exit 1 when it does not."""
     from recsys import db
 
-    console.print_json(json.dumps(db.status()))
+    status = db.status()
+    console.print_json(json.dumps(status))
+    if not status["running"]:
+        hint = " (start it with `recsys db start`)" if status["embedded"] else ""
+        fail(f"{status.get('error') or 'the database is not running'}{hint}", code=1)
 
 
 @commands.command("url")

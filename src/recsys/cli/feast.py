@@ -1,4 +1,4 @@
-"""`recsys feast apply|materialize|env`: the Feast feature repo (feature_repo/)."""
+"""`recsys feast apply|register|materialize|env`: the Feast feature repo (feature_repo/)."""
 
 from __future__ import annotations
 
@@ -39,6 +39,16 @@ def feast_apply(repo: FeatureRepo = None) -> None:
     for line in deployed:
         kind, _, name = line.rpartition(" ")
         console.print(f"Deployed {kind} [bold green]{name}[/]")
+
+
+@commands.command("register")
+def feast_register(repo: FeatureRepo = None) -> None:
+    """Write the definitions into the repo's registry file only (no database writes): for readers such as the
+    predictor in a cluster, whose database role may only read; `apply` (the feast-apply Job) made the tables."""
+    from recsys import feature_store
+
+    with _feast_errors():
+        feature_store.register(repo)
 
 
 @commands.command("materialize")

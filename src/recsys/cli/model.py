@@ -82,7 +82,8 @@ def train_cmd(
     console.print(split_metrics_table(split, result, {"two-tower": result["model"]} | result["baselines"]))
     config = json.loads((stored.path / CONFIG_FILE).read_text())["training"]
     written = f"written to {out} and " if out is not None else ""
-    console.print(f"model {stored.model_version} {written}stored in {stored.path} (best epoch {config['best_epoch']})")
+    best = config["best_epoch"]
+    console.print(f"model {stored.model_version} {written}stored in {stored.path} (best epoch {best})")
     console.print("make it live: recsys publish", highlight=False)
 
 

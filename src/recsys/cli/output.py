@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
-console = Console()  # writes to sys.stdout as it is at print time (CliRunner swaps it in tests)
+console = Console(soft_wrap=True)  # stdout as it is at print time (CliRunner swaps it); lines never cut
 
 
 def fail(message: str, code: int = 2) -> NoReturn:

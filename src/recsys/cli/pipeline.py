@@ -14,6 +14,7 @@ from recsys.model.config import Hyperparameters
 
 if TYPE_CHECKING:
     from pipelines.runner import LocalRun
+    from pipelines.workspace import Workspace
 
 pipeline_group = typer.Typer(
     name="pipeline", help="The Kubeflow pipeline: compile, run locally (kfp.local), submit.", no_args_is_help=True
@@ -31,6 +32,20 @@ MinRecall = Annotated[float, typer.Option(help="quality gate: minimum test Recal
 WithImages = Annotated[bool, typer.Option(help="run the Stable Diffusion step (GPU on a cluster)")]
 ImageLimit = Annotated[int, typer.Option(help="images for the first N items only (0 = all)")]
 ImageModel = Annotated[str, typer.Option(help="Stable Diffusion model id or local folder (the image step)")]
+DataSource = Annotated[
+    Path | None,
+    typer.Option(
+        "--data", help="folder with your three parquet files to run on [default: synthetic data, sizes above]"
+    ),
+]
+Overwrite = Annotated[
+    bool,
+    typer.Option(
+        help="let the run replace parquet files in the feature repo's data/ that no run wrote "
+        "[default: keep them; the run then uses a copy of the repo under RECSYS_HOME]"
+    ),
+]
+Verbose = Annotated[bool, typer.Option("--verbose", help="show the steps' output here, not only in the run's log")]
 DEFAULT_MIN_RECALL = 0.05
 
 
@@ -62,8 +77,46 @@ def _pipeline_arguments(
 
 
 def _print_pipeline_run(run: LocalRun) -> None:
+    from recsys import db, model_store
+    from recsys.config import get_settings
+
     console.print(pipeline_run_table(run))
-    console.print(f"published: {'yes' if run.published else 'no (quality gate not passed)'}; run folder {run.run_dir}")
+    if run.published:
+        target = db.redacted(db.dsn(start=False))
+        console.print(f"published: model {run.model_version} is live in {target} (pgvector + Feast online store)")
+        console.print(f"  data: {get_settings().data_dir}; model store: {model_store.store_dir() / run.model_version}")
+    else:
+        console.print("published: no (quality gate not passed); the live model is unchanged")
+    console.print(f"run folder {run.run_dir}" + (f"; the steps' output: {run.log_file}" if run.log_file else ""))
+
+
+def _workspace(data: Path | None, overwrite: bool, verbose: bool) -> tuple[Workspace, dict[str, Any]]:
+    """Where the run writes (never over the user's own files unless --overwrite) and the run arguments that
+    follow from --data and --verbose."""
+    import os
+
+    from pipelines import workspace
+    from recsys import schema
+    from recsys.config import get_settings
+
+    extra: dict[str, Any] = {}
+    if data is not None:
+        missing = [name for name in schema.DATA_FILES if not (data / name).is_file()]
+        if missing:
+            fail(f"--data {data} lacks {', '.join(missing)}")
+        extra["data_source"] = str(data.resolve())
+    chosen = workspace.choose(overwrite)
+    workspace.use(chosen)
+    if chosen.user_files_kept:
+        names = ", ".join(path.name for path in chosen.user_files_kept)
+        console.print(
+            f"{chosen.user_files_kept[0].parent} holds files no pipeline run wrote ({names}): they stay as they are;"
+            f" this run uses {chosen.feature_repo} (--overwrite replaces them, --data DIR runs on them)"
+        )
+    if not verbose:
+        extra["log_file"] = get_settings().home / "pipeline-runs" / f".run-{os.getpid()}.log"
+        console.print("running the pipeline (kfp.local); the steps' output goes to the run's pipeline.log (--verbose)")
+    return chosen, extra
 
 
 @pipeline_group.command("compile")
@@ -88,21 +141,28 @@ def pipeline_run(
     with_images: WithImages = False,
     image_limit: ImageLimit = 0,
     image_model: ImageModel = DEFAULT_IMAGE_MODEL,
+    data: DataSource = None,
+    overwrite: Overwrite = False,
+    verbose: Verbose = False,
 ) -> None:
     """Run the whole DAG on this machine (kfp.local SubprocessRunner) against the embedded or RECSYS_PG_DSN Postgres."""
     if not local:
         fail("pass --local to run here, or use `recsys pipeline submit --host URL` for a cluster")
+    from pipelines import workspace
     from pipelines.runner import run_local
+    from recsys.config import get_settings
 
     arguments = _pipeline_arguments(
         n_users, n_items, n_interactions, seed, epochs, min_recall_at_10, with_images, image_limit, image_model
     )
+    user_repo = get_settings().feature_repo
+    chosen, extra = _workspace(data, overwrite, verbose)
     try:
-        run = run_local(**arguments)
+        run = run_local(**arguments, **extra)
     except RuntimeError as exc:
         fail(f"pipeline run failed: {exc}", code=1)
+    workspace.record_run(chosen, user_repo)
     _print_pipeline_run(run)
-    console.print(f"model dir: {run.model_dir}")
 
 
 @pipeline_group.command("submit")
@@ -134,7 +194,11 @@ def pipeline_submit(
 
 
 class _ConsoleDemoReport:
-    """The demo's progress as console rules, lines and tables (a pipelines.demo.DemoReport)."""
+    """The demo's progress as console rules, lines and tables (a pipelines.demo.DemoReport); once the pipeline
+    has run, the files it wrote into `workspace` are recorded."""
+
+    def __init__(self, workspace: Workspace, user_repo: Path) -> None:
+        self.workspace, self.user_repo = workspace, user_repo
 
     def stage(self, title: str) -> None:
         console.rule(title)
@@ -143,6 +207,9 @@ class _ConsoleDemoReport:
         console.print(text)
 
     def pipeline_finished(self, run: LocalRun) -> None:
+        from pipelines import workspace
+
+        workspace.record_run(self.workspace, self.user_repo)
         _print_pipeline_run(run)
 
     def answer(self, label: str, prediction: dict[str, Any]) -> None:
@@ -161,10 +228,14 @@ def demo_cmd(
         bool, typer.Option("--ui", help="then keep the predictor and the storefront page running until Ctrl-C")
     ] = False,
     ui_port: Annotated[int, typer.Option(help="port of the storefront page (with --ui)")] = 8000,
+    data: DataSource = None,
+    overwrite: Overwrite = False,
+    verbose: Verbose = False,
 ) -> None:
     """The main job: Postgres -> the pipeline (kfp.local) -> the predictor -> recommendations for three users
     (with --ui: then the storefront page, until Ctrl-C)."""
     from pipelines.demo import run_demo
+    from recsys.config import get_settings
     from recsys.ui.server import UiConfigError, check_port_free
 
     if min(n_users, n_items, n_interactions, epochs, k) < 1:
@@ -174,9 +245,11 @@ def demo_cmd(
             check_port_free("127.0.0.1", ui_port)  # now, not after minutes of pipeline
         except UiConfigError as exc:
             fail(str(exc).replace("--http-port", "--ui-port"))
+    user_repo = get_settings().feature_repo
+    chosen, extra = _workspace(data, overwrite, verbose)
     try:
         run_demo(
-            _ConsoleDemoReport(),
+            _ConsoleDemoReport(chosen, user_repo),
             k=k,
             ui_port=ui_port if ui else None,
             n_users=n_users,
@@ -184,6 +257,7 @@ def demo_cmd(
             n_interactions=n_interactions,
             seed=seed,
             epochs=epochs,
+            **extra,
         )
     except RuntimeError as exc:
         fail(str(exc), code=1)

@@ -39,14 +39,17 @@ HTTP_TIMEOUT_S = 30.0
 def serve_cmd(
     model_dir: ModelDir = None,
     http_port: Annotated[int, typer.Option(help="HTTP port of the KServe ModelServer")] = 8080,
+    host: Annotated[str, typer.Option(help="address to listen on (0.0.0.0: every interface, as in a pod)")] = (
+        "127.0.0.1"
+    ),
 ) -> None:
     """Run the KServe predictor (model `recommender`, V1 and V2 protocols) until interrupted; it serves the live
     model version and switches when another one is published or rolled back to."""
     serving_dir = _serving_dir(model_dir)
     _check_port_free(http_port)  # now, not after the model has loaded
-    from serving.server import serve
+    from serving.server import parser, serve
 
-    serve(serving_dir, http_port)
+    serve(serving_dir, http_port, parser.parse_args(["--host", host]))
 
 
 def _serving_dir(model_dir: Path | None) -> Path:
