@@ -86,6 +86,9 @@ def _configure_logging(access_log: bool) -> None:
         logger.setLevel(logging.INFO)
         logger.handlers = list(handlers)
         logger.propagate = not handlers
+    # psycopg_pool warns at every reconnection attempt (4 a second while the database is down); the serving
+    # state logs the outage once instead
+    logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
     if not access_log:
         for name in ("uvicorn.access", "kserve.trace"):
             logging.getLogger(name).setLevel(logging.WARNING)
