@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 from psycopg import sql
@@ -24,6 +24,23 @@ from recsys.config import get_settings
 
 if TYPE_CHECKING:
     from feast import FeatureStore, FeatureView
+
+
+def _no_type_checks(target: Any = None, **_: Any) -> Any:
+    return target if target is not None else (lambda decorated: decorated)
+
+
+def _skip_feast_import_time_type_checks() -> None:
+    """Feast decorates its classes with typeguard's @typechecked, which re-parses and recompiles each of those
+    modules at import: most of the seconds `import feast` takes (measured with -X importtime). The checks are a
+    development aid (typeguard skips them under `python -O`), so they are turned off before Feast is imported."""
+    if "feast" not in sys.modules:
+        import typeguard
+
+        typeguard.typechecked = _no_type_checks
+
+
+_skip_feast_import_time_type_checks()
 
 # the views `materialize` loads from the parquet files; the embedding views are written by `publish`
 MATERIALIZED_VIEWS = (schema.VIEW_ITEM_FEATURES, schema.VIEW_USER_FEATURES)

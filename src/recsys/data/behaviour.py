@@ -1,14 +1,18 @@
 """Synthetic interactions: sessions of picks driven by the declared preferences, latent tastes and co-purchases.
 
-A user's interactions come in sessions (a few minutes, SESSION_LENGTH interactions on average). Each session
-starts with a fresh pick, and each later interaction of the session is either a co-purchase (an item of the
-same co-purchase group as the session's latest fresh pick) or another fresh pick. A fresh pick
-- follows the declared category taste with probability `strength`: one of the user's preferred leaves, mostly
-  the user's price tier, then an item of that bucket by popularity;
-- else follows the latent taste: one of the user's communities (by the user's weights), then an item of that
-  community by popularity; BROWSE_SHARE of these are plain browsing by popularity over the whole catalogue.
-Groups stay within a leaf, so co-purchases keep the category of the pick they follow, and with `strength=0` the
-preferred share falls to the uniform share. Popularity is long-tailed everywhere.
+A user's interactions come in sessions (minutes long, SESSION_LENGTH interactions on average) spread over the
+time between signup and as_of. A session starts with a fresh pick; each later interaction of it is mostly a
+co-purchase (another item of the co-purchase group of the session's latest fresh pick), else another fresh pick.
+A fresh pick is
+- with probability RETURN_SHARE (after the user's first interaction) a return: another item of the group of an
+  earlier interaction of the same user (a complement bought later);
+- otherwise a primary pick: with probability `strength` the declared category taste (one of the user's
+  preferred leaves, mostly the user's price tier, then an item of that bucket by popularity), else the latent
+  taste (one of the user's communities by the user's weights, then an item of it by popularity), or, for
+  BROWSE_SHARE of those, plain browsing by popularity.
+Only items that have arrived by the interaction's time are drawn. Groups stay within a leaf, so co-purchases and
+returns keep the category of their primary pick, and with `strength=0` the preferred share falls to the uniform
+share.
 """
 
 from __future__ import annotations
@@ -68,13 +72,12 @@ class BucketSampler:
         start = self.start[buckets]
         stop = np.searchsorted(self.keys, buckets * self.span + since_first, side="right")
         total = self.cum0[stop] - self.cum0[start]
-        skipped = np.zeros(buckets.size)
+        position, skipped = start, np.zeros(buckets.size)
         if other_than is not None:
             position = self.position[other_than]
             skipped = np.where(position < stop, self.cum0[position + 1] - self.cum0[position], 0.0)
         target = self.cum0[start] + rng.random(buckets.size) * (total - skipped)
-        if other_than is not None:
-            target += np.where(target >= self.cum0[position], skipped, 0.0)  # jump over it
+        target += np.where(target >= self.cum0[position], skipped, 0.0)  # jump over `other_than`
         total = total - skipped
         chosen = np.minimum(np.maximum(np.searchsorted(self.cum, target, side="right"), start), np.maximum(stop - 1, 0))
         return self.items[chosen], total > 0
@@ -124,7 +127,7 @@ def make_interactions(
             schema.INTERACTION_ID: pd.array(make_ids("x", n), dtype="string"),
             schema.USER_ID: pd.array(users.frame[schema.USER_ID].to_numpy(dtype=object)[user], dtype="string"),
             schema.ITEM_ID: pd.array(items.frame[schema.ITEM_ID].to_numpy(dtype=object)[item], dtype="string"),
-            schema.TIMESTAMP: pd.to_datetime(timestamp.view("datetime64[ns]"), utc=True),  # ints: slow path
+            schema.TIMESTAMP: pd.to_datetime(timestamp.view("datetime64[ns]"), utc=True),  # plain ints: ~1 s per 1M
             schema.INTERACTION_TYPE: pd.array(
                 np.array(schema.INTERACTION_TYPES, dtype=object)[type_index], dtype="string"
             ),
@@ -149,9 +152,9 @@ def _resolve_items(
 ) -> tuple[np.ndarray, np.ndarray]:
     """The item of every row (rows by user, then time) and whether it follows a taste (not browsing).
 
-    Each row is a fresh pick, a return (a fresh pick that goes back to the co-purchase group of an earlier row
-    of the same user) or a co-purchase (the group of the session's latest fresh pick). Following these links
-    back (pointer jumping) ends at a fresh pick, whose group the whole chain shares.
+    Each row is a primary pick, a return (to the group of an earlier row of the same user) or a co-purchase (the
+    group of the session's latest fresh row). Following these links back (pointer jumping) ends at a primary
+    pick, whose group the whole chain shares.
     """
     n = user.size
     rows = np.arange(n)
@@ -173,7 +176,7 @@ def _resolve_items(
     origin = picked[root]
     by_group = BucketSampler(items.group, items.popularity, arrival_ns, int(items.group.max()) + 1)
     # a return or co-purchase is another item of the group; the same one again if no other has arrived yet
-    item = picked
+    item = picked  # primaries keep their pick
     back = np.flatnonzero(returns)
     other, found = by_group.sample(rng, items.group[origin[back]], at_ns[back], other_than=origin[back])
     item[back] = np.where(found, other, origin[back])
