@@ -181,7 +181,7 @@ def run() -> Result:
 
 def goals(d: dict) -> list[Goal]:
     batched, single, streaming = d["batched"], d["single"], d["streaming"]
-    p99 = streaming["latency_ms"]["p99"]
+    p99, alone_p99 = streaming["latency_ms"]["p99"], d["alone"]["latency_ms"]["p99"]
     return [
         Goal(f"events accepted, batches of {BATCH}", f">= {BATCH_GOAL_EPS:g} events/s",
              f"{batched['events_per_s']:.0f} events/s, {batched['errors']} errors",
@@ -192,8 +192,10 @@ def goals(d: dict) -> list[Goal]:
              single["events_per_s"] >= SINGLE_GOAL_EPS and single["errors"] == 0,
              "" if single["events_per_s"] >= SINGLE_GOAL_EPS else _limit(single)),
         Goal(f"serve p99 while events stream at {STREAM_EPS:g}/s, {CLIENTS} clients", f"<= {P99_GOAL_MS:g} ms",
-             f"{p99:.1f} ms (without events {d['alone']['latency_ms']['p99']:.1f} ms)", p99 <= P99_GOAL_MS,
-             "" if p99 <= P99_GOAL_MS else "the same 2 cores serve both; see the serve benchmark's profile"),
+             f"{p99:.1f} ms, events at {d['stream']['events_per_s']:.0f}/s (without events {alone_p99:.1f} ms)",
+             p99 <= P99_GOAL_MS and d["stream"]["events_per_s"] >= 0.95 * STREAM_EPS,
+             "" if p99 <= P99_GOAL_MS else f"CPU: the recommendations alone, same run, had p99 {alone_p99:.0f} ms "
+             f"(events add {p99 - alone_p99:+.0f} ms); the paced stream reached {d['stream']['events_per_s']:.0f}/s"),
     ]  # fmt: skip
 
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from serving.server import parser, serve
+from serving.server import parser, serve, workers_problem
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
+    if problem := workers_problem(args):
+        parser.error(problem)
     serve(args.model_dir, args.http_port, args)
 
 

@@ -65,6 +65,11 @@ class RecommenderModel(Model):
         self.batcher: MicroBatcher[RecommendRequest] | None = None
         self.searcher: Searcher | None = None  # query / item_id instances (recsys.search)
 
+    def __getstate__(self) -> dict[str, Any]:
+        """KServe pickles the model into each worker process it spawns (`--workers N`): the pool, threads and
+        encoder stay behind, and `load()` builds that worker's own."""
+        return {**self.__dict__, "state": None, "recommender": None, "batcher": None, "searcher": None}
+
     def load(self) -> bool:
         """Build the serving state (it keeps retrying the database and the live version in the background) and
         the request side over it.

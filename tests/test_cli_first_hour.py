@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import click
 import pytest
 import typer.main
@@ -87,3 +92,27 @@ def test_recommend_mistakes_name_the_flags(args: list[str], message: str) -> Non
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 2 and message in result.output
     assert "instances[0]" not in result.output
+
+
+def test_an_image_model_error_is_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+    import diffusers
+    import torch
+
+    from recsys.images import ImageError, load_pipeline
+
+    reason = "We could not connect to the Hub to load this model " + "and its configuration files " * 12 + "(end)"
+
+    def unreachable(*_: object, **__: object) -> None:
+        raise OSError(reason + "\nsecond line of detail")
+
+    monkeypatch.setattr(diffusers.StableDiffusionPipeline, "from_pretrained", unreachable)
+    with pytest.raises(ImageError) as caught:
+        load_pipeline("someone/some-model", "cpu", torch.float32)
+    assert reason in str(caught.value) and "second line" not in str(caught.value)
+
+
+def test_no_runtime_dir_warning_without_xdg_runtime_dir(tmp_path: Path) -> None:
+    env = {key: value for key, value in os.environ.items() if key != "XDG_RUNTIME_DIR"}
+    code = f"from pathlib import Path; from recsys import db; db._embedded_server(Path(r'{tmp_path}'), start=False)"
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and "Warning" not in result.stderr, result.stderr

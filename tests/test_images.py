@@ -270,8 +270,13 @@ def test_bad_input_is_a_clear_error_and_writes_nothing(tmp_path: Path, pipeline:
 def test_cli_help_documents_every_flag() -> None:
     result = CliRunner().invoke(app, ["images", "--help"], env={"COLUMNS": "200"})
     assert result.exit_code == 0
-    # each option row reads "│ --flag  <type>  help text [default: ...] │"
-    rows = [line.strip("│ ").split(maxsplit=2) for line in result.output.splitlines() if line.startswith("│ --")]
+    # each option reads "  --flag <type>  help text [default: ...]", its text maybe wrapped onto indented lines
+    rows: list[list[str]] = []
+    for line in result.output.splitlines():
+        if line.startswith("  --"):
+            rows.append(line.split(maxsplit=2))
+        elif rows and line.startswith("      "):
+            rows[-1][-1] += " " + line.strip()
     help_texts = {flag: re.sub(r"\[default: .*\]", "", text).strip() for flag, _metavar, text in rows}
     flags = ["--items", "--out", "--model", "--device", "--steps", "--guidance", "--size", "--limit"]
     for flag in [*flags, "--batch-size", "--seed"]:

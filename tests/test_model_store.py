@@ -77,7 +77,7 @@ def test_serve_on_a_busy_port_fails_before_loading(home: Path, tmp_path: Path) -
         port = busy.getsockname()[1]
         result = CliRunner().invoke(app, ["serve", "--model-dir", str(model), "--http-port", str(port)])
     assert result.exit_code == 2
-    assert f"port {port} is not free" in result.output and "--http-port" in result.output
+    assert f"port {port} on 127.0.0.1 is not free" in result.output and "--http-port" in result.output
 
 
 @pytest.mark.unit

@@ -118,7 +118,7 @@ def load_pipeline(model: str, device: str, dtype: torch.dtype) -> StableDiffusio
             low_cpu_mem_usage=importlib.util.find_spec("accelerate") is not None,
         )
     except (OSError, ValueError) as exc:  # hub errors are OSError; a malformed id or folder is a ValueError
-        reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__  # whole, never cut
         raise ImageError(
             f"cannot load Stable Diffusion weights {model!r} ({reason}): {_how_to_provide(model)}"
         ) from exc

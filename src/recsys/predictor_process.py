@@ -11,7 +11,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,12 +47,15 @@ def free_loopback_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def predictor_command(model_dir: Path, port: int, via_cli: bool = False) -> list[str]:
-    """`python -m serving ...`, or `recsys serve ...` (the console script next to this interpreter)."""
+def predictor_command(
+    model_dir: Path, port: int, via_cli: bool = False, args: Sequence[str] = (), module: str = "serving"
+) -> list[str]:
+    """`python -m serving ...` (or another module taking the same options, e.g. the benchmark's no-op), or
+    `recsys serve ...` (the console script next to this interpreter); `args` are appended (e.g. --workers 2)."""
     if via_cli:
         recsys = Path(sys.executable).with_name("recsys")
-        return [str(recsys), "serve", "--model-dir", str(model_dir), "--http-port", str(port)]
-    return [sys.executable, "-m", "serving", "--model-dir", str(model_dir), "--http_port", str(port)]
+        return [str(recsys), "serve", "--model-dir", str(model_dir), "--http-port", str(port), *args]
+    return [sys.executable, "-m", module, "--model-dir", str(model_dir), "--http_port", str(port), *args]
 
 
 @contextmanager
@@ -65,16 +68,19 @@ def running_predictor(
     env: Mapping[str, str] | None = None,
     cwd: Path | None = None,
     ready_timeout_s: float = READY_TIMEOUT_S,
+    args: Sequence[str] = (),
+    module: str = "serving",
 ) -> Iterator[RunningPredictor]:
     """Run a predictor until the block ends; yields it once it answers. Output goes to `log_path`.
 
-    `env` adds to (or overrides) this process's environment. Raises PredictorStartError when it does not start.
+    `env` adds to (or overrides) this process's environment; `args` and `module` go to predictor_command.
+    Raises PredictorStartError when it does not start.
     """
     port = port if port is not None else free_loopback_port()
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            predictor_command(model_dir, port, via_cli),
+            predictor_command(model_dir, port, via_cli, args, module),
             stdout=log,
             stderr=subprocess.STDOUT,
             env={**os.environ, **(env or {})},

@@ -36,6 +36,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,  # plain help: rich markup would swallow every "[default: ...]" in an option's help
+    context_settings={"max_content_width": 120},
 )
 for module in COMMAND_MODULES:
     app.add_typer(module.commands)

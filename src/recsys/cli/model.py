@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from recsys import schema
 from recsys.cli.output import console, fail, setting_default
 from recsys.cli.tables import publish_table, split_metrics_table
 from recsys.config import get_settings
@@ -52,6 +53,10 @@ def train_cmd(
     settings = get_settings()
     store = model_store.store_dir(settings)
     model_dir = out or store / f".training-{os.getpid()}"  # moved to <store>/<model_version> when done
+    data_dir = data or settings.data_dir
+    missing = [name for name in schema.DATA_FILES if not (data_dir / name).is_file()]
+    if missing:
+        fail(f"{data_dir} lacks {', '.join(missing)}: run `recsys generate` first, or pass --data DIR")
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=True) as progress:
         task = progress.add_task("training", total=epochs)
@@ -70,10 +75,8 @@ def train_cmd(
             _merge_events(data or settings.data_dir)
         try:
             hp = Hyperparameters(epochs=epochs, seed=seed)
-            train(data or settings.data_dir, model_dir, hp, split=split, device=device, on_epoch=on_epoch)
-        except FileNotFoundError as exc:
-            fail(f"{exc} (run `recsys generate` first, or pass --data DIR)")
-        except (TrainingDataError, ValueError) as exc:
+            train(data_dir, model_dir, hp, split=split, device=device, on_epoch=on_epoch)
+        except (TrainingDataError, ValueError, FileNotFoundError) as exc:
             fail(str(exc))
     if os.environ.get("RANK", "0") != "0":
         return  # under torchrun only rank 0 reports

@@ -189,8 +189,14 @@ def pipeline_submit(
     try:
         run_id = submit(host, experiment=experiment, arguments=arguments, wait=wait)
     except Exception as exc:  # kfp.Client raises many kinds (connection, API, auth): report one line
-        fail(f"submit to {host} failed: {type(exc).__name__}: {str(exc)[:300]}", code=1)
+        fail(f"submit to {host} failed: {type(exc).__name__}: {_first_line(exc)}", code=1)
     console.print(f"submitted run {run_id} to {host} (experiment {experiment})")
+
+
+def _first_line(exc: Exception) -> str:
+    """An exception's first line, whole (kfp.Client errors carry pages of HTTP detail after it)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 class _ConsoleDemoReport:

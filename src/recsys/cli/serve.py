@@ -42,14 +42,17 @@ def serve_cmd(
     host: Annotated[str, typer.Option(help="address to listen on (0.0.0.0: every interface, as in a pod)")] = (
         "127.0.0.1"
     ),
+    workers: Annotated[
+        int, typer.Option(min=1, help="serving processes, each loading the model (one per core the predictor may use)")
+    ] = 1,
 ) -> None:
     """Run the KServe predictor (model `recommender`, V1 and V2 protocols) until interrupted; it serves the live
     model version and switches when another one is published or rolled back to."""
     serving_dir = _serving_dir(model_dir)
-    _check_port_free(http_port)  # now, not after the model has loaded
+    _check_port_free(host, http_port)  # now, not after the model has loaded
     from serving.server import parser, serve
 
-    serve(serving_dir, http_port, parser.parse_args(["--host", host]))
+    serve(serving_dir, http_port, parser.parse_args(["--host", host, "--workers", str(workers)]))
 
 
 def _serving_dir(model_dir: Path | None) -> Path:
@@ -64,14 +67,16 @@ def _serving_dir(model_dir: Path | None) -> Path:
         fail(f"{exc}{hint}")
 
 
-def _check_port_free(port: int) -> None:
+def _check_port_free(host: str, port: int) -> None:
     import socket
 
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         try:
-            probe.bind(("127.0.0.1", port))
+            probe.bind((host, port))
         except OSError as exc:
-            fail(f"port {port} is not free ({exc.strerror}): stop what uses it or pick another with --http-port")
+            fail(
+                f"port {port} on {host} is not free ({exc.strerror}): stop what uses it or pick another with --http-port"
+            )
 
 
 @commands.command("recommend")
