@@ -216,6 +216,15 @@ def test_ease_lambda_is_the_best_on_the_validation_part(clustered_split: tuple[p
         fit_ease(matrix, 0.0)
 
 
+def test_ease_lambda_does_not_depend_on_the_weight_scale(clustered_split: tuple[pd.Index, pd.Index, ds.Split]) -> None:
+    """All-purchase data (weight 3 each, as MovieLens imports) must be regularised like binary data."""
+    users, items, split = clustered_split
+    binary = (ds.interaction_matrix(split.train, users, items) > 0).astype(np.float32)
+    rows = np.arange(len(users))
+    assert np.allclose(fit_ease(3 * binary, 100.0)(rows), 3 * fit_ease(binary, 100.0)(rows), atol=1e-4)
+    assert not np.allclose(fit_ease(binary, 100.0)(rows), fit_ease(binary, 5.0)(rows), atol=1e-4)
+
+
 def test_report_on_minimal_parquet_files(tmp_path: Path) -> None:
     interactions = clustered_interactions()
     data_dir = write_minimal_dataset(tmp_path, interactions.drop(columns=[schema.INTERACTION_ID]))

@@ -108,6 +108,11 @@ def test_missing_files_or_columns_are_clear_errors(tiny_data: Path, tmp_path: Pa
     with pytest.raises(TrainingDataError, match=schema.TIMESTAMP):
         train(tmp_path, tmp_path / "model")
     assert not (tmp_path / "model").exists()
+    corrupt = tmp_path / schema.ITEMS_FILE
+    corrupt.write_bytes(corrupt.read_bytes()[:200])  # a truncated copy
+    with pytest.raises(TrainingDataError, match=f"items file {corrupt} is not a readable parquet file"):
+        train(tmp_path, tmp_path / "model")
+    assert not (tmp_path / "model").exists()
 
 
 @pytest.mark.unit

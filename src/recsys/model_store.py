@@ -117,6 +117,13 @@ def resolve(model: str | Path | None, store: Path | None = None) -> Path:
     raise ModelStoreError(f"{model} is neither a model dir nor a version in the model store {store or store_dir()}")
 
 
+def serving_dir(model_dir: Path | None = None, settings: Settings | None = None) -> Path:
+    """The folder a predictor serves from (the given one, else RECSYS_MODEL_DIR, else the store), checked now so
+    that a wrong path is an error, not a server that is never ready (ModelStoreError)."""
+    settings = settings or get_settings()
+    return check_serving_dir(model_dir or settings.model_dir or store_dir(settings))
+
+
 def check_serving_dir(model_dir: Path) -> Path:
     """A folder the predictor can load versions from: a model dir or a model store (ModelStoreError if not)."""
     model_dir = Path(model_dir)

@@ -71,6 +71,7 @@ def feast_env() -> None:
 
     try:
         env = feature_store.feast_env()
+        db.connect().close()  # CREATE EXTENSION vector: plain `feast apply` creates vector columns, not the type
     except db.DatabaseError as exc:
         fail(str(exc), code=1)
     for key, value in env.items():

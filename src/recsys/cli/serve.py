@@ -61,7 +61,7 @@ def _serving_dir(model_dir: Path | None) -> Path:
 
     settings = get_settings()
     try:
-        return model_store.check_serving_dir(model_dir or settings.model_dir or model_store.store_dir(settings))
+        return model_store.serving_dir(model_dir, settings)
     except model_store.ModelStoreError as exc:
         hint = "" if model_dir or settings.model_dir else " (`recsys train` adds models to the store)"
         fail(f"{exc}{hint}")

@@ -14,8 +14,9 @@ import scipy.sparse as sp
 
 Scorer = Callable[[np.ndarray], np.ndarray]
 
-# EASE regularisation strengths tried on the validation part (the paper uses ~500 on MovieLens-20M; sparse
-# synthetic catalogues want far less, so the grid spans both)
+# EASE regularisation strengths tried on the validation part, in units of one unit-weight interaction (fit_ease
+# scales them by the matrix's mean squared weight). The paper uses ~500 on MovieLens (binary); sparse synthetic
+# catalogues want far less, so the grid spans both.
 EASE_LAMBDAS = (5.0, 20.0, 100.0, 500.0)
 
 
@@ -46,10 +47,12 @@ def fit_itemknn(train_matrix: sp.csr_matrix) -> Scorer:
 
 
 def fit_ease(train_matrix: sp.csr_matrix, lam: float) -> Scorer:
-    """EASE (Steck 2019): B = I - P / diag(P) with P = (X^T X + lam I)^-1, diag(B) = 0.
+    """EASE (Steck 2019): B = I - P / diag(P) with P = (X^T X + lam' I)^-1, diag(B) = 0.
 
-    Only items with at least one training interaction enter the Gram matrix (the others score 0), which keeps
-    the dense inverse as small as the active catalogue.
+    lam' = lam x the mean squared weight of the stored interactions, so lam means the same on a binary matrix
+    and on one whose interactions all weigh 3 (every MovieLens rating is a purchase): without it, weights
+    would silently divide the regularisation by 9. Only items with at least one training interaction enter the
+    Gram matrix (the others score 0), which keeps the dense inverse as small as the active catalogue.
     """
     if lam <= 0:
         raise ValueError(f"EASE lambda must be > 0, got {lam}")
@@ -57,7 +60,8 @@ def fit_ease(train_matrix: sp.csr_matrix, lam: float) -> Scorer:
     active = np.flatnonzero(np.asarray(matrix.getnnz(axis=0)) > 0)
     active_matrix = matrix[:, active]
     gram = np.asarray((active_matrix.T @ active_matrix).toarray())
-    gram[np.diag_indices_from(gram)] += lam
+    weight_scale = float(np.mean(matrix.data**2)) if matrix.nnz else 1.0
+    gram[np.diag_indices_from(gram)] += lam * weight_scale
     precision = np.linalg.inv(gram)
     weights = precision / -np.diag(precision)
     weights[np.diag_indices_from(weights)] = 0.0

@@ -44,7 +44,11 @@ def read_dataset(data_dir: Path) -> Dataset:
         path = Path(data_dir) / name
         if not path.is_file():
             raise FileNotFoundError(f"{what} file not found: {path}")
-        frame = pd.read_parquet(path)
+        try:
+            frame = pd.read_parquet(path)
+        except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise ValueError(f"{what} file {path} is not a readable parquet file: {reason}") from exc
         _require_columns(frame, schema.REQUIRED_COLUMNS[name], what)
         for column in (schema.USER_ID, schema.ITEM_ID):
             if column in frame.columns:
