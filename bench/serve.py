@@ -271,7 +271,12 @@ def run() -> Result:
                 args=[*workers, "--answer", str(answer)], ready_timeout_s=SERVER_START_TIMEOUT_S,
             ) as noop:  # fmt: skip
                 phases = compare({"recsys": ours, "noop": noop}, root, users, sz["seconds"])
-            server_rss_mb = sum(p.memory_info().rss for p in with_children(psutil.Process(ours.process.pid))) / 2**20
+            procs = with_children(psutil.Process(ours.process.pid))
+            memory_mb = {  # unique pages (USS) do not count shared ones twice; RSS does
+                "uss": sum(p.memory_full_info().uss for p in procs) / 2**20,
+                "rss": sum(p.memory_info().rss for p in procs) / 2**20,
+                "processes": len(procs),
+            }
             client = Client(ours.port)
             single_s = [client.call(u)[0] for u in users[: sz["single"]]]
         print("   serve: Feast path and profile", flush=True)
@@ -284,7 +289,7 @@ def run() -> Result:
     data = {
         "sizes": sz,
         "phases": phases,
-        "server_rss_mb": server_rss_mb,
+        "server_memory_mb": memory_mb,
         "one_client_latency_ms": percentiles_ms(single_s),
         "feast_path": feast,
         "profile": prof,
@@ -415,8 +420,9 @@ def markdown(d: dict) -> str:
             "",
             "Same run, ours / the no-op's: " + "; ".join(ratios) + ". "
             f"At {CLIENTS} clients the machine was {ours16['machine_busy_share']:.0%} busy, Postgres used "
-            f"{ours16['postgres_cores']:.2f} cores. The predictor's processes held {d['server_rss_mb']:.0f} MB RSS "
-            f"in all (sum over parent and workers, shared pages counted in each).",
+            f"{ours16['postgres_cores']:.2f} cores. The predictor's {d['server_memory_mb']['processes']} processes "
+            f"(parent, workers, multiprocessing's resource tracker) held {d['server_memory_mb']['uss']:.0f} MB of "
+            f"their own (USS; {d['server_memory_mb']['rss']:.0f} MB RSS summed, shared pages counted in each).",
             "",
             "![latency histogram](bench/results/serve.png)",
             "",

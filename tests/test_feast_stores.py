@@ -76,6 +76,8 @@ assert config.online_store.type == "postgres" and config.online_store.port == 54
 assert "dask" not in sys.modules, "config load imported dask"
 offline = PassthroughProvider(config).offline_store
 assert type(offline).__name__ == "DaskOfflineStore", type(offline)
+from feast.infra.offline_stores.dask import DaskOfflineStoreConfig
+assert isinstance(config.offline_store, DaskOfflineStoreConfig)  # what the dask store's methods assert
 """
     env = {**env_without_feast_variables(), **{schema.FEAST_ENV_PREFIX + key: "x" for key in DUMMY_KEYS}}
     env[schema.FEAST_ENV_PREFIX + "PORT"] = "5433"

@@ -10,8 +10,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from typer.testing import CliRunner
 
 from recsys import schema
+from recsys.cli import app
 from recsys.data import movielens
 from recsys.data.movielens import MovieLensFormatError, download_recbole_wheel, import_movielens
 
@@ -225,3 +227,16 @@ def test_cached_recbole_wheel_is_reused_without_pip(tmp_path: Path, monkeypatch:
 
     monkeypatch.setattr(movielens.subprocess, "run", no_pip)
     assert download_recbole_wheel(tmp_path) == wheel
+
+
+def test_cli_imports_and_refuses_bad_sources(tmp_path: Path) -> None:
+    runner = CliRunner()
+    src = write_zip(tmp_path / "ml-100k.zip", grouplens_files(), prefix="ml-100k/")
+    result = runner.invoke(app, ["import", "movielens", str(src), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert schema.INTERACTIONS_FILE in result.output and "10" in result.output
+    assert len(pd.read_parquet(tmp_path / "out" / schema.INTERACTIONS_FILE)) == len(RATINGS)
+    bad = runner.invoke(app, ["import", "movielens", str(tmp_path / "nothing"), "--out", str(tmp_path / "other")])
+    assert bad.exit_code == 2
+    assert "does not exist" in bad.output
+    assert not (tmp_path / "other").exists()

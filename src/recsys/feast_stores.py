@@ -7,7 +7,7 @@ each with one change.
   that sets them.
 - Offline: Feast's `file` store is its dask store, and validating the config imports dask (about 1 s of CPU)
   although online reads (the predictor, `recsys recommend`) never touch the offline store. Here the config
-  class is light and the store class is imported only when Feast first asks for it (materialize, training reads).
+  class is light and the store class is imported only when Feast first asks for it (apply, materialize).
 
 Feast resolves a `type: module.NameStore` by importing the module and taking `NameStoreConfig` from it, and the
 store from the config's module and class name less "Config".
@@ -65,7 +65,10 @@ class FileOfflineStoreConfig(FeastConfigBaseModel):
 def __getattr__(name: str) -> Any:
     """`FileOfflineStore`: Feast's dask store, imported when Feast first needs the offline store."""
     if name == "FileOfflineStore":
-        from feast.infra.offline_stores.dask import DaskOfflineStore
+        from feast.infra.offline_stores.dask import DaskOfflineStore, DaskOfflineStoreConfig
 
+        # its methods assert isinstance(config.offline_store, DaskOfflineStoreConfig): the config here is that
+        # config (a `type` field only), declared so through the ABC registry (pydantic models are ABCs)
+        DaskOfflineStoreConfig.register(FileOfflineStoreConfig)
         return DaskOfflineStore
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -8,6 +8,7 @@ Layout: one module per command group, each with a module-level `commands = typer
   db.py        recsys db start|stop|status|url
   feast.py     recsys feast apply|materialize|env
   data.py      recsys generate, recsys images
+  importers.py recsys import movielens (public data sets into the parquet schema)
   model.py     recsys train, evaluate, publish
   models.py    recsys models list|rollback (the model store)
   serve.py     recsys serve, recommend, search, similar (one answer path)
@@ -26,9 +27,9 @@ from __future__ import annotations
 
 import typer
 
-from recsys.cli import data, db, events, feast, model, models, pipeline, serve, ui
+from recsys.cli import data, db, events, feast, importers, model, models, pipeline, serve, ui
 
-COMMAND_MODULES = (db, data, feast, model, models, serve, events, ui, pipeline)
+COMMAND_MODULES = (db, data, importers, feast, model, models, serve, events, ui, pipeline)
 
 app = typer.Typer(
     name="recsys",

@@ -14,6 +14,7 @@ from recsys.contract import GATE_METRIC
 if TYPE_CHECKING:
     from pipelines.runner import LocalRun
     from recsys.data.generate import GenerationReport
+    from recsys.data.movielens import ImportReport
     from recsys.model_store import StoredModel
     from recsys.publish import PublishReport
 
@@ -48,6 +49,15 @@ def pipeline_run_table(run: LocalRun) -> Table:
 
 def generation_table(report: GenerationReport, target: Path) -> Table:
     table = Table(title=f"synthetic data in {target} ({report.seconds:.2f} s)")
+    table.add_column("file")
+    table.add_column("rows", justify="right")
+    for name, rows in zip(report.paths, (report.n_users, report.n_items, report.n_interactions), strict=True):
+        table.add_row(name, f"{rows:,}")
+    return table
+
+
+def import_table(report: ImportReport, target: Path) -> Table:
+    table = Table(title=f"MovieLens ({report.source_format} files) in {target}")
     table.add_column("file")
     table.add_column("rows", justify="right")
     for name, rows in zip(report.paths, (report.n_users, report.n_items, report.n_interactions), strict=True):
