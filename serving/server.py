@@ -34,6 +34,7 @@ from kserve.protocol.rest.server import RESTServer
 from recsys.contract import SERVED_MODEL_NAME
 from serving.model import RecommenderModel
 from serving.routes import register_routes
+from serving.worker_metrics import add_worker_metrics_route, share_metrics_between_workers
 
 DEFAULT_HOST = "127.0.0.1"
 WORKER_START_GRACE_S = 180.0  # a spawned worker's first answer to KServe's liveness ping (imports; see below)
@@ -196,6 +197,7 @@ def set_up_predictor(app: FastAPI, models: list[Model], access_log: bool = False
     """In each serving process: logging, then each model's state (pool, poller, batcher, encoder), routes and
     middleware; the state is closed when that process shuts down."""
     configure_logging(access_log)
+    add_worker_metrics_route(app)  # /metrics summed over the workers (serving/worker_metrics.py)
     for model in models:
         model.load()
         register_routes(app, model)  # every route and handler of ours: serving/routes.py
@@ -232,5 +234,7 @@ def run_server(model: Model, http_port: int, args: argparse.Namespace, set_up: W
         enable_latency_logging=args.enable_latency_logging,
     )
     configure_logging(args.access_log)  # the parent's own lines; after ModelServer: it (re)configures logging
+    if args.workers > 1:
+        share_metrics_between_workers()  # before the workers spawn: they inherit the environment
     model.ready = True  # KServe registers only ready models; each serving process loads it in set_up
     server.start([model])

@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from recsys.cli import app
 from recsys.config import get_settings
+from recsys.contract import DEFAULT_PREFERENCE_STRENGTH
 
 pytestmark = pytest.mark.unit
 
@@ -51,7 +52,7 @@ def test_help_names_the_environment_variable_behind_a_settings_default() -> None
     text = " ".join(result.output.split())
     assert "[default: feature_repo/data, env RECSYS_DATA_DIR]" in text and "RECSYS_MODELS_DIR" in text
     result = CliRunner().invoke(app, ["generate", "--help"], env={"COLUMNS": "250"})
-    assert "[default: 0.85]" in " ".join(result.output.split())
+    assert f"[default: {DEFAULT_PREFERENCE_STRENGTH}]" in " ".join(result.output.split())
 
 
 @pytest.fixture()

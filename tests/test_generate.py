@@ -13,8 +13,9 @@ from typer.testing import CliRunner
 
 from recsys import schema
 from recsys.cli import app
+from recsys.contract import DEFAULT_PREFERENCE_STRENGTH
 from recsys.data import entities, taxonomy
-from recsys.data.generate import DEFAULT_PREFERENCE_STRENGTH, GenerationError, generate
+from recsys.data.generate import GenerationError, generate
 from recsys.model.dataset import SPLIT_KINDS
 from recsys.model.evaluate import evaluate_model_and_baselines
 

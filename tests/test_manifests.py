@@ -201,6 +201,8 @@ def test_predictor_is_hardened_and_only_registers_feast_definitions() -> None:
     assert dsn["valueFrom"]["secretKeyRef"]["name"] == "recsys-postgres-predictor"
     start = container["command"][-1]
     assert "feast apply" not in start and "recsys feast register" in start and "--host 0.0.0.0" in start
+    # one worker process per core of the CPU limit (a Python worker saturates at one core)
+    assert "--workers 2" in start and container["resources"]["limits"]["cpu"] == "2"
     job = next(doc for _, doc in all_documents() if doc["kind"] == "Job")
     assert job["spec"]["template"]["spec"]["containers"][0]["command"] == ["recsys", "feast", "apply"]
     account = next(doc for _, doc in all_documents() if doc["kind"] == "ServiceAccount"

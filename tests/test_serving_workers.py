@@ -4,8 +4,8 @@ KServe spawns its workers fresh (multiprocessing spawn): each re-imports KServe'
 so a route, middleware, log filter or thread made in the parent only would be missing there. This test starts
 two workers with the access log on (each line names the worker's pid), sends each route kind over many
 connections until both workers have answered each, and checks the answers: V1 recommend and search, V2 infer,
-events, browse, readiness, /metrics (with the model_version gauge only a loaded worker has), 405 and 413 from
-our routes and middleware. Then the server stops and both workers are gone.
+events, browse, readiness, /metrics (with the model_version gauge only a loaded worker has, and counters summed
+over the workers), 405 and 413 from our routes and middleware. Then the server stops and both workers are gone.
 """
 
 from __future__ import annotations
@@ -159,7 +159,9 @@ def test_every_route_kind_answers_from_every_worker(server: RunningPredictor, se
             failures.append(exc)
 
     served: dict[int, set[str]] = {}
+    rounds = 0
     for round_ in range(MAX_ROUNDS):
+        rounds += 1
         threads = [
             threading.Thread(target=one_connection, args=(round_ * CONNECTIONS_PER_ROUND + i,))
             for i in range(CONNECTIONS_PER_ROUND)
@@ -177,6 +179,11 @@ def test_every_route_kind_answers_from_every_worker(server: RunningPredictor, se
         assert kinds == expected, f"worker {pid} never answered {sorted(expected - kinds)}"
     log_text = server.log_path.read_text(errors="replace")
     assert "Traceback" not in log_text, log_text[-3000:]
+    # /metrics sums the workers: every recommend call counted once, whichever worker answers the scrape
+    recommends = rounds * CONNECTIONS_PER_ROUND
+    for _ in range(4):
+        text = httpx.get(server.url + "/metrics", timeout=10).text
+        assert f'recsys_requests_total{{kind="recommend",status="200"}} {float(recommends)}' in text
 
 
 def test_stopping_the_server_ends_every_worker(setup: dict) -> None:

@@ -30,6 +30,8 @@ GATE_METRIC = "recall@10"
 DEFAULT_N_USERS = 1000
 DEFAULT_N_ITEMS = 5000
 DEFAULT_N_INTERACTIONS = 20000
+# share of fresh picks that follow the declared categories in the synthetic data (generate --preference-strength)
+DEFAULT_PREFERENCE_STRENGTH = 0.5
 DEFAULT_SIZES = {"n_users": DEFAULT_N_USERS, "n_items": DEFAULT_N_ITEMS, "n_interactions": DEFAULT_N_INTERACTIONS}
 
 # Stable Diffusion v1.5, the replaced system's checkpoint, under the Hub id that still hosts its weights.

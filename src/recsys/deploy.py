@@ -25,9 +25,13 @@ NON_ROOT_UID = 10001  # the project image's user (Containerfile)
 # The Feast registry is a file local to each pod: write the repo's definitions into it (`recsys feast register`:
 # no database statement; the feast-apply Job made the tables) before the predictor reads features. Then exec, so
 # the predictor gets the container's signals. It listens on every interface of the pod (`--host 0.0.0.0`).
+# PREDICTOR_WORKERS processes serve the one port: a Python worker saturates at about one core (the GIL; issue 13
+# measured 1.02 cores at 16 clients), so one per core of the CPU limit (Resources.cpu_limit). Each loads the
+# model (~0.9 GB), hence the memory figures below.
+PREDICTOR_WORKERS = 2
 PREDICTOR_START = (
     f"recsys feast register && exec python -m serving --model-dir {MODEL_MOUNT_PATH} --http_port {HTTP_PORT}"
-    " --host 0.0.0.0"
+    f" --host 0.0.0.0 --workers {PREDICTOR_WORKERS}"
 )
 # the root filesystem is read-only: Feast's registry file and every cache (RECSYS_HOME, Hugging Face) go to emptyDirs
 WRITABLE_DIRS = {"tmp": "/tmp", "feast-registry": "/app/feature_repo/data"}
@@ -41,9 +45,9 @@ class Resources:
     """Requests and limits of the predictor container."""
 
     cpu_request: str = "500m"
-    memory_request: str = "1Gi"
-    cpu_limit: str = "2"
-    memory_limit: str = "2Gi"
+    memory_request: str = "2Gi"
+    cpu_limit: str = "2"  # = PREDICTOR_WORKERS cores
+    memory_limit: str = "3Gi"  # PREDICTOR_WORKERS workers of ~0.9 GB + the parent process
 
 
 @dataclass(frozen=True)

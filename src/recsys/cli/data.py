@@ -11,7 +11,13 @@ import typer
 from recsys.cli.output import console, fail, setting_default
 from recsys.cli.tables import generation_table
 from recsys.config import get_settings
-from recsys.contract import DEFAULT_IMAGE_MODEL, DEFAULT_N_INTERACTIONS, DEFAULT_N_ITEMS, DEFAULT_N_USERS
+from recsys.contract import (
+    DEFAULT_IMAGE_MODEL,
+    DEFAULT_N_INTERACTIONS,
+    DEFAULT_N_ITEMS,
+    DEFAULT_N_USERS,
+    DEFAULT_PREFERENCE_STRENGTH,
+)
 from recsys.images import DEFAULT_BATCH_SIZE, DEFAULT_GUIDANCE, DEFAULT_SEED, DEFAULT_SIZE, DEFAULT_STEPS
 
 commands = typer.Typer()
@@ -27,7 +33,8 @@ def generate_cmd(
     preference_strength: Annotated[
         float | None,
         typer.Option(
-            help="share of interactions that follow the user's taste, 0..1 (0 = popularity only) [default: 0.85]"
+            help="share of fresh picks that follow the user's declared categories, 0..1 (0 = none: latent tastes, "
+            f"co-purchases and popularity only) [default: {DEFAULT_PREFERENCE_STRENGTH}]"
         ),
     ] = None,
     as_of: Annotated[

@@ -84,6 +84,11 @@ def train_cmd(
     result = json.loads((stored.path / METRICS_FILE).read_text())
     console.print(split_metrics_table(split, result, {"two-tower": result["model"]} | result["baselines"]))
     config = json.loads((stored.path / CONFIG_FILE).read_text())["training"]
+    if config.get("inputs_off"):
+        console.print(f"inputs off (their columns are missing or empty): {', '.join(config['inputs_off'])}")
+    dropped = result["details"]["dropped_interactions"]
+    if dropped:
+        console.print(f"{dropped:,} interactions skipped: their user or item is not in the users / items file")
     written = f"written to {out} and " if out is not None else ""
     best = config["best_epoch"]
     console.print(f"model {stored.model_version} {written}stored in {stored.path} (best epoch {best})")

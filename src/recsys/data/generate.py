@@ -29,10 +29,9 @@ import numpy as np
 import pandas as pd
 
 from recsys import schema
+from recsys.contract import DEFAULT_PREFERENCE_STRENGTH
 from recsys.data.behaviour import make_interactions
 from recsys.data.entities import make_items, make_users
-
-DEFAULT_PREFERENCE_STRENGTH = 0.5
 
 
 class GenerationError(ValueError):

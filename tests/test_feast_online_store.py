@@ -1,6 +1,6 @@
-"""The stores feature_store.yaml names (recsys.feast_stores): plain `feast apply` in feature_repo/, as the replaced
-system documented it, is one line when the connection variables are unset and works after
-`eval "$(recsys feast env)"`; loading the config for online reads does not import dask."""
+"""The online store feature_store.yaml names (recsys.feast_online_store): plain `feast apply` in feature_repo/, as
+the replaced system documented it, is one line when the connection variables are unset and works after
+`eval "$(recsys feast env)"`."""
 
 from __future__ import annotations
 
@@ -19,7 +19,6 @@ from recsys.cli import app
 
 FEAST = str(Path(sys.executable).with_name("feast"))
 DEFINITIONS_ONLY = shutil.ignore_patterns("data", "__pycache__")
-DUMMY_KEYS = ("HOST", "DATABASE", "USER", "PASSWORD", "SSLMODE")
 
 
 def env_without_feast_variables() -> dict[str, str]:
@@ -28,11 +27,11 @@ def env_without_feast_variables() -> dict[str, str]:
 
 @pytest.mark.unit
 def test_unexpanded_variables_are_one_error_naming_them_and_the_command() -> None:
-    from recsys.feast_stores import FeastEnvironmentMissing, RecsysPostgreSQLOnlineStoreConfig
+    from recsys.feast_online_store import FeastEnvironmentMissing, RecsysPostgreSQLOnlineStoreConfig
 
     with pytest.raises(FeastEnvironmentMissing) as raised:
         RecsysPostgreSQLOnlineStoreConfig(
-            type="recsys.feast_stores.RecsysPostgreSQLOnlineStore",
+            type="recsys.feast_online_store.RecsysPostgreSQLOnlineStore",
             host="db",
             port="${RECSYS_FEAST_PG_PORT}",
             database="recsys",
@@ -60,30 +59,6 @@ def test_yaml_type_resolves_to_feasts_postgres_store() -> None:
     assert config.port == 5433
     assert config.vector_enabled is True
     assert isinstance(get_online_store_from_config(config), PostgreSQLOnlineStore)
-
-
-@pytest.mark.unit
-def test_config_loads_without_dask_and_the_offline_store_is_feasts_file_store(tmp_path: Path) -> None:
-    script = """
-import sys
-from pathlib import Path
-import recsys.feature_store  # as every online reader does: before Feast
-from feast.infra.passthrough_provider import PassthroughProvider
-from feast.repo_config import load_repo_config
-repo = Path(sys.argv[1])
-config = load_repo_config(repo, repo / "feature_store.yaml")
-assert config.online_store.type == "postgres" and config.online_store.port == 5433, config.online_store
-assert "dask" not in sys.modules, "config load imported dask"
-offline = PassthroughProvider(config).offline_store
-assert type(offline).__name__ == "DaskOfflineStore", type(offline)
-from feast.infra.offline_stores.dask import DaskOfflineStoreConfig
-assert isinstance(config.offline_store, DaskOfflineStoreConfig)  # what the dask store's methods assert
-"""
-    env = {**env_without_feast_variables(), **{schema.FEAST_ENV_PREFIX + key: "x" for key in DUMMY_KEYS}}
-    env[schema.FEAST_ENV_PREFIX + "PORT"] = "5433"
-    repo = Path(__file__).resolve().parents[1] / "feature_repo"
-    done = subprocess.run([sys.executable, "-c", script, str(repo)], env=env, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
 
 
 @pytest.mark.integration

@@ -1,0 +1,46 @@
+"""`GET /metrics` across worker processes: with `--workers N`, each worker counts in its own memory, and a scrape
+lands on whichever worker accepts the connection, so counters would jump between workers' values.
+
+prometheus_client's multiprocess mode fixes that: `share_metrics_between_workers()` (in the parent, before KServe
+spawns the workers, which inherit the environment) names a fresh folder in PROMETHEUS_MULTIPROC_DIR where every
+worker's metrics keep their values, and `add_worker_metrics_route(app)` (in each worker, before KServe's routes)
+serves the sum over all workers plus the served-version gauges of the answering worker. With one worker nothing
+changes: KServe's own /metrics serves the process's registry.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import tempfile
+
+from fastapi import FastAPI, Request, Response
+from prometheus_client import CollectorRegistry, exposition, multiprocess
+
+from recsys import metrics
+
+MULTIPROC_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def share_metrics_between_workers() -> None:
+    """A fresh folder for the workers' metric files (removed at exit), unless the environment names one."""
+    if not os.environ.get(MULTIPROC_DIR_ENV):
+        folder = tempfile.mkdtemp(prefix="recsys-metrics-")
+        atexit.register(shutil.rmtree, folder, True)
+        os.environ[MULTIPROC_DIR_ENV] = folder
+
+
+def add_worker_metrics_route(app: FastAPI) -> None:
+    """`GET /metrics` summed over the workers; nothing when this process is not one of several."""
+    if not os.environ.get(MULTIPROC_DIR_ENV):
+        return
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)
+    registry.register(metrics.SERVED_VERSION)  # read at scrape time from this worker's state
+
+    async def worker_metrics(request: Request) -> Response:
+        encoder, content_type = exposition.choose_encoder(request.headers.get("accept"))
+        return Response(content=encoder(registry), headers={"content-type": content_type})
+
+    app.add_api_route("/metrics", worker_metrics, methods=["GET"])
