@@ -69,7 +69,7 @@ TRAINING_PARTS = {
     ("recsys/model/train.py", "_run_epoch"): "training epochs",
     ("~", "<method 'run_backward' of 'torch._C._EngineBase' objects>"): "backward pass",
     ("torch/optim/optimizer.py", "wrapper"): "optimizer step",
-    ("recsys/model/loss.py", "sampled_softmax_loss"): "loss (in-batch softmax)",
+    ("recsys/model/loss.py", "full_softmax_loss"): "loss (full softmax)",
     ("recsys/model/train.py", "_validation_metrics"): "validation (Recall@10 each epoch)",
 }
 

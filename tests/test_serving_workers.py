@@ -179,8 +179,8 @@ def test_every_route_kind_answers_from_every_worker(server: RunningPredictor, se
         assert kinds == expected, f"worker {pid} never answered {sorted(expected - kinds)}"
     log_text = server.log_path.read_text(errors="replace")
     assert "Traceback" not in log_text, log_text[-3000:]
-    # /metrics sums the workers: every recommend call counted once, whichever worker answers the scrape
-    recommends = rounds * CONNECTIONS_PER_ROUND
+    # /metrics sums the workers: every recommend call (V1 and V2) counted once, whichever worker answers the scrape
+    recommends = 2 * rounds * CONNECTIONS_PER_ROUND
     for _ in range(4):
         text = httpx.get(server.url + "/metrics", timeout=10).text
         assert f'recsys_requests_total{{kind="recommend",status="200"}} {float(recommends)}' in text

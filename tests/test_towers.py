@@ -133,7 +133,7 @@ def test_towers_output_unit_vectors_of_the_schema_size(text_cache: Path) -> None
 
 
 def test_towers_work_without_text_or_numerics() -> None:
-    tower = ItemTower(n_items=3, n_category_tokens=2, category_levels=3, n_numerics=0, text_dim=0)
+    tower = ItemTower(n_items=3, n_category_tokens=2, n_numerics=0, text_dim=0)
     out = tower(
         item=torch.tensor([0, 3]),
         category=torch.zeros(2, 3, dtype=torch.int64),

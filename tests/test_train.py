@@ -18,10 +18,8 @@ from recsys.cli import app
 from recsys.data.generate import generate
 from recsys.model import artifacts
 from recsys.model.config import Hyperparameters, TrainingDataError
-from recsys.model.inputs import MAX_HISTORY, OOV
-from recsys.model.loss import sampled_softmax_loss
+from recsys.model.loss import full_softmax_loss
 from recsys.model.train import train
-from recsys.model.training_data import causal_history
 
 DEFAULT_DATA = {"n_users": 1000, "n_items": 5000, "n_interactions": 20000, "seed": 42, "as_of": datetime(2026, 1, 1)}
 METRIC_NAMES = {f"{name}@{k}" for name in ("recall", "ndcg", "hit", "mrr") for k in (10, 20, 50)}
@@ -124,7 +122,7 @@ def test_cli_train_prints_the_metrics_table_and_rejects_bad_input(tiny_data: Pat
     assert (tmp_path / "m" / artifacts.METRICS_FILE).is_file()
     bad = runner.invoke(app, ["train", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "x")])
     assert bad.exit_code == 2
-    assert "not found" in bad.output
+    assert "lacks" in bad.output
     assert runner.invoke(app, ["train", "--data", str(tiny_data), "--split", "weekly"]).exit_code == 2
 
 
@@ -140,23 +138,14 @@ def test_two_tower_beats_popularity_threefold_and_itemknn_on_default_data(tmp_pa
 
 
 @pytest.mark.unit
-def test_causal_history_holds_only_the_same_users_earlier_items() -> None:
-    users = np.array([1, 1, 1, 2, 2])
-    items = np.array([10, 11, 12, 20, 21])
-    history = causal_history(users, items)
-    assert history.shape == (5, MAX_HISTORY)
-    assert [sorted(set(row) - {OOV}) for row in history.tolist()] == [[], [10], [10, 11], [], [20]]
-    assert history[2, -1] == 11  # newest last
-
-
-@pytest.mark.unit
-def test_softmax_loss_masks_repeated_items_and_prefers_aligned_vectors() -> None:
+def test_full_softmax_loss_prefers_aligned_vectors_and_weighs_each_positive() -> None:
     aligned = torch.eye(3)
-    rows = torch.tensor([0, 1, 2])
-    flat = torch.zeros(3)
-    good = sampled_softmax_loss(aligned, aligned, rows, flat, torch.ones(3), temperature=0.1)
-    bad = sampled_softmax_loss(aligned, aligned.roll(1, dims=0), rows, flat, torch.ones(3), temperature=0.1)
+    targets = torch.eye(3)
+    good = full_softmax_loss(aligned, aligned, targets, temperature=0.1)
+    bad = full_softmax_loss(aligned, aligned.roll(1, dims=0), targets, temperature=0.1)
     assert good < bad
-    # row 0 and row 1 share their positive: each is not the other's negative, so both losses are ~0
-    same = sampled_softmax_loss(aligned[:2], aligned[[0, 0]], torch.tensor([5, 5]), torch.zeros(2), torch.ones(2), 0.1)
-    assert same < 1e-3
+    # a user with two positives: the loss is lowest when the softmax splits its mass between them
+    two = torch.tensor([[1.0, 1.0, 0.0]])
+    split = full_softmax_loss(torch.tensor([[1.0, 1.0, 0.0]]) / 2**0.5, aligned, two, temperature=0.05)
+    one_sided = full_softmax_loss(torch.tensor([[1.0, 0.0, 0.0]]), aligned, two, temperature=0.05)
+    assert split < one_sided

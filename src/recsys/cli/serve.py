@@ -48,6 +48,8 @@ def serve_cmd(
 ) -> None:
     """Run the KServe predictor (model `recommender`, V1 and V2 protocols) until interrupted; it serves the live
     model version and switches when another one is published or rolled back to."""
+    import serving  # noqa: F401  first: it caps BLAS threads before _serving_dir loads numpy (serving/__init__.py)
+
     serving_dir = _serving_dir(model_dir)
     _check_port_free(host, http_port)  # now, not after the model has loaded
     from serving.server import parser, serve

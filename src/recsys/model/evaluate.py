@@ -6,6 +6,16 @@ Protocol (the same for the two-tower model and every baseline):
   model's early stopping); the test part gives the reported numbers.
 - Ranking is over the whole catalogue; items the user already interacted with (train, plus valid when scoring
   test) are excluded from the ranking and from relevance. Only positive held-out interactions are relevant.
+- Metrics are averaged over the users with at least one relevant test item; Recall@k = hits / relevant,
+  NDCG@k with binary gains and the ideal DCG of min(relevant, k) hits.
+
+Against RecBole's protocol (eval_args split RS 8:1:1, group_by user, order RO, mode full), on MovieLens-100K:
+the same random per-user 80/10/10, full ranking, train items masked (train + valid for test), users embedded
+from their training interactions only, metric definitions and user averaging. It differs in: per-user counts
+(we hold out round(10%), at least 1, for each of test and valid; RecBole floor(10%) with its own minimum-1
+rule), users with fewer than MIN_INTERACTIONS_TO_HOLD_OUT interactions stay wholly in train (none in ML-100K),
+the random draw itself (our seeds, not RecBole's 2020), and we report the mean of 3 seeds rather than one
+run. The temporal split (each user's latest 10% tested) has no RecBole counterpart in this form.
 """
 
 from __future__ import annotations

@@ -23,9 +23,8 @@ from recsys.text import encode_texts, item_texts
 OOV = 0
 AGE_BOUNDARIES = (18, 25, 35, 45, 55, 65)  # bucket 0 = unknown, 1..7 = the ranges these bound
 CATEGORY_LEVELS = 3  # department, group, leaf
-MAX_HISTORY = 20  # recent positive items pooled by the user tower
+MAX_HISTORY = 50  # recent positive items pooled by the user tower (serving pools the same many)
 PRICE_COLUMNS = (schema.DISCOUNTED_PRICE, schema.ACTUAL_PRICE)  # the first present one sets relative price
-DERIVED_NUMERICS = 3  # relative price within category, log training popularity, and that within category
 CONTENT_DIM = 64  # principal components of item text vectors that users' history pools
 # numeric item columns, each with whether it is log1p-compressed before standardising (prices and counts are
 # heavy-tailed)
@@ -81,8 +80,9 @@ def age_buckets(ages: pd.Series) -> np.ndarray:
 class FeatureSpace:
     """Vocabularies and statistics fitted on training data; JSON round-trips through mappings.json.
 
-    Besides the raw columns, items get two derived numerics: price relative to their category (what separates
-    budget from luxury across categories) and log training popularity; users get the categories and mean
+    Besides the raw columns, items with a price get a derived numeric: price relative to their category (what
+    separates budget from luxury across categories; no popularity input: it let the towers overfit, measured).
+    Without numeric columns the item tower has no numeric input at all. Users get the categories and mean
     relative price of their recent items, looked up per known item (item_category, item_relative_price).
     """
 
@@ -98,9 +98,6 @@ class FeatureSpace:
     max_preferences: int = 1
     price_column: str | None = None
     category_price: dict[str, list[float]] = field(default_factory=dict)  # deepest category -> [mean, std]
-    item_popularity: list[float] = field(default_factory=list)  # per known item, standardised log1p(count)
-    unseen_popularity: float = 0.0
-    category_popularity: dict[str, float] = field(default_factory=dict)  # deepest category -> mean popularity
     category_numerics: dict[str, list[float]] = field(default_factory=dict)  # deepest category -> numeric means
     item_category: list[int] = field(default_factory=list)  # per known item, its deepest category token
     item_relative_price: list[float] = field(default_factory=list)  # per known item
@@ -111,14 +108,9 @@ class FeatureSpace:
         self.gender_index = _vocabulary(self.genders)
         self.preference_index = _vocabulary(self.preferences)
         self.category_index = _vocabulary(self.category_tokens)
-        # a preference names a category at any level ("Headphones", "Electronics"): its token, shallowest first
-        self.category_by_name: dict[str, int] = {}
-        for token in sorted(self.category_tokens, key=lambda t: (t.count(schema.CATEGORY_SEPARATOR), t)):
-            self.category_by_name.setdefault(token.split(schema.CATEGORY_SEPARATOR)[-1], self.category_index[token])
-        # index 0 (OOV item) carries no category, the average price and an unseen item's popularity
+        # index 0 (OOV item) carries no category and the average price
         self._item_category = np.array([OOV, *self.item_category], dtype=np.int64)
         self._item_relative_price = np.array([0.0, *self.item_relative_price], dtype=np.float32)
-        self._item_popularity = np.array([self.unseen_popularity, *self.item_popularity], dtype=np.float32)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -143,8 +135,7 @@ class FeatureSpace:
         return {
             "n_items": len(self.item_ids),
             "n_category_tokens": len(self.category_tokens),
-            "category_levels": CATEGORY_LEVELS,
-            "n_numerics": 2 * len(self.numeric_columns) + DERIVED_NUMERICS,
+            "n_numerics": 2 * len(self.numeric_columns) + int(self.price_column is not None),
             "text_dim": schema.TEXT_EMBEDDING_DIM if self.use_text else 0,
         }
 
@@ -183,9 +174,6 @@ class FeatureSpace:
         ]
         tokens = [_tokens(p, schema.PREFERENCE_SEPARATOR) for p in _column(users, schema.PREFERENCES)]
         preferences = [[self.preference_index[t] for t in row if t in self.preference_index] for row in tokens]
-        preference_categories = [
-            [self.category_by_name[t] for t in row if t in self.category_by_name] for row in tokens
-        ]
         histories = [[] for _ in range(len(users))] if history is None else history
         history_rows = [[i for i in self.item_indices(list(items)).tolist() if i != OOV] for items in histories]
         return {
@@ -193,7 +181,6 @@ class FeatureSpace:
             "gender": torch.tensor(genders, dtype=torch.int64),
             "age": torch.from_numpy(age_buckets(_column(users, schema.AGE))),
             "preferences": _pad(preferences, self.max_preferences),
-            "preference_categories": _pad(preference_categories, max(map(len, preference_categories), default=1)),
             **self.history_features(_pad(history_rows, MAX_HISTORY)),
         }
 
@@ -236,11 +223,10 @@ class FeatureSpace:
             category[i, : len(row)] = row
         deepest = deepest_categories(_column(items, schema.CATEGORY))
         numerics = np.concatenate([self.standardised_numerics(items), self.relative_numerics(items, deepest)], axis=1)
-        popularity = self._item_popularity[item]
-        # popularity within the category: who wins among the items a user who likes that category picks from
-        category_popularity = np.array([self.category_popularity.get(c, self.unseen_popularity) for c in deepest])
-        derived = [np.nan_to_num(self.relative_prices(items), nan=0.0), popularity, popularity - category_popularity]
-        numerics = np.concatenate([numerics, np.stack(derived, axis=1)], axis=1).astype(np.float32)
+        if self.price_column is not None:
+            relative_price = np.nan_to_num(self.relative_prices(items), nan=0.0)
+            numerics = np.concatenate([numerics, relative_price[:, None]], axis=1)
+        numerics = numerics.astype(np.float32)
         text = np.zeros((len(items), schema.TEXT_EMBEDDING_DIM if self.use_text else 0), dtype=np.float32)
         if self.use_text and len(items):
             texts = item_texts(items)
@@ -258,6 +244,23 @@ class FeatureSpace:
 def _numeric(values: pd.Series, log: bool) -> np.ndarray:
     raw = pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
     return np.log1p(np.clip(raw, 0, None)) if log else raw
+
+
+def inputs_off(users: pd.DataFrame, items: pd.DataFrame) -> list[str]:
+    """The optional tower inputs the data cannot feed, each with the columns it lacks (missing or all empty)."""
+    inputs = (
+        ("age", users, (schema.AGE,)),
+        ("gender", users, (schema.GENDER,)),
+        ("preferences", users, (schema.PREFERENCES,)),
+        ("categories", items, (schema.CATEGORY,)),
+        ("text", items, (schema.PRODUCT_NAME, schema.ABOUT_PRODUCT)),
+        ("prices and ratings", items, tuple(NUMERIC_COLUMNS)),
+    )
+    return [
+        f"{name} (no {' / '.join(columns)})"
+        for name, frame, columns in inputs
+        if not any(column in frame.columns and frame[column].notna().any() for column in columns)
+    ]
 
 
 def recent_positive_items(interactions: pd.DataFrame) -> dict[str, list[str]]:
@@ -296,9 +299,6 @@ def fit_feature_space(users: pd.DataFrame, items: pd.DataFrame, positives: pd.Da
     price_column = next((c for c in PRICE_COLUMNS if c in numeric_columns), None)
     deepest = np.array(deepest_categories(_column(items, schema.CATEGORY)), dtype=object)
     item_ids = sorted(positives[schema.ITEM_ID].astype(str).unique())
-    counts = positives[schema.ITEM_ID].astype(str).value_counts()
-    log_counts = np.log1p(counts.reindex(items[schema.ITEM_ID].astype(str), fill_value=0).to_numpy(np.float64))
-    popularity_mean, popularity_std = float(log_counts.mean()), float(log_counts.std()) or 1.0
     space = FeatureSpace(
         user_ids=sorted(positives[schema.USER_ID].astype(str).unique()),
         item_ids=item_ids,
@@ -312,13 +312,6 @@ def fit_feature_space(users: pd.DataFrame, items: pd.DataFrame, positives: pd.Da
         max_preferences=max((len(p) for p in preference_lists), default=1) or 1,
         price_column=price_column,
         category_price=_category_price_stats(items, price_column) if price_column else {},
-        item_popularity=((np.log1p(counts.reindex(item_ids).to_numpy(np.float64)) - popularity_mean) / popularity_std)
-        .round(6)
-        .tolist(),
-        unseen_popularity=round(-popularity_mean / popularity_std, 6),
-        category_popularity=(
-            pd.Series((log_counts - popularity_mean) / popularity_std).groupby(deepest).mean().round(6).to_dict()
-        ),
     )
     standardised = pd.DataFrame(space.standardised_numerics(items)).groupby(deepest).mean().round(6)
     space.category_numerics = {str(c): row.tolist() for c, row in standardised.iterrows()}

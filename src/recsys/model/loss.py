@@ -6,24 +6,14 @@ import torch
 import torch.nn.functional as F
 
 
-def sampled_softmax_loss(
-    user_vectors: torch.Tensor,
-    item_vectors: torch.Tensor,
-    item_rows: torch.Tensor,
-    log_q: torch.Tensor,
-    weights: torch.Tensor,
-    temperature: float,
+def full_softmax_loss(
+    user_vectors: torch.Tensor, item_vectors: torch.Tensor, targets: torch.Tensor, temperature: float
 ) -> torch.Tensor:
-    """In-batch softmax: each user's positive against the batch's other positives, weighted per row.
+    """Multinomial log-likelihood of each user's positives under a softmax over the whole catalogue.
 
-    log_q (log of how often each column's item shows up in a batch) is subtracted so popular items, which are
-    negatives more often, are not over-penalised; copies of a row's positive item in other columns are masked
-    so they do not count as negatives.
+    user_vectors [B, D], item_vectors [n_items, D], targets [B, n_items]: each user's positive weights (0 for the
+    rest). Every positive counts with its weight, so a user with many positives weighs more (as in EASE's
+    squared loss); no sampled negatives, hence no sampling bias to correct.
     """
-    logits = user_vectors @ item_vectors.T / temperature - log_q[None, :]
-    same_item = item_rows[:, None] == item_rows[None, :]
-    same_item.fill_diagonal_(False)
-    logits = logits.masked_fill(same_item, float("-inf"))
-    labels = torch.arange(len(user_vectors), device=logits.device)
-    losses = F.cross_entropy(logits, labels, reduction="none")
-    return (losses * weights).sum() / weights.sum()
+    log_probs = F.log_softmax(user_vectors @ item_vectors.T / temperature, dim=1)
+    return -(targets * log_probs).sum() / targets.sum().clamp(min=1e-12)

@@ -2,6 +2,7 @@
 
 Index 0 of every id / token table is the out-of-vocabulary (or padding) slot, so unknown users, items and
 categories still get a vector; training drops ids to 0 at random so that slot learns a sensible average.
+Id tables start small (std ID_INIT_STD): the cosine scores then start near 0 and the softmax near uniform.
 """
 
 from __future__ import annotations
@@ -12,27 +13,31 @@ from torch import nn
 
 from recsys import schema
 
+ID_INIT_STD = 0.05
+
 
 def _mlp(in_dim: int, hidden: int, out_dim: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(in_dim, hidden), nn.GELU(), nn.Linear(hidden, out_dim))
 
 
-def _category_match_table(n_tokens: int, dim: int, bag: bool) -> nn.Embedding | nn.EmbeddingBag:
-    """Category embeddings in the output space, about unit length (like the MLP's output) at the start."""
-    table = (
-        nn.EmbeddingBag(n_tokens + 1, dim, mode="mean", padding_idx=0)
-        if bag
-        else nn.Embedding(n_tokens + 1, dim, padding_idx=0)
-    )
-    nn.init.normal_(table.weight, std=dim**-0.5)
-    with torch.no_grad():
-        table.weight[0].zero_()
-    return table
+def _sqrt_pooling_weights(ids: torch.Tensor) -> torch.Tensor:
+    """Per-slot weights that turn a sum over the non-padding ids into sum / sqrt(count): a long history weighs
+    more than a short one, but less than linearly (YouTube DNN's and Mult-DAE's normalised inputs)."""
+    present = (ids > 0).float()
+    return present / present.sum(dim=1, keepdim=True).clamp(min=1.0).sqrt()
+
+
+def _small_init(*tables: nn.Embedding | nn.EmbeddingBag) -> None:
+    for table in tables:
+        nn.init.normal_(table.weight, std=ID_INIT_STD)
+        if table.padding_idx is not None:
+            with torch.no_grad():
+                table.weight[table.padding_idx].zero_()
 
 
 class UserTower(nn.Module):
-    """User id, gender, age bucket, preferred categories (bag), recent items (mean-pooled ids, categories and
-    text content, mean relative price) -> unit vector.
+    """User id, gender, age bucket, preferred categories (bag), recent items (ids summed / sqrt(count), their
+    categories and text content, mean relative price) -> MLP -> unit vector.
 
     `item_content` is a fixed per-item table (each known item's text vector, compressed to its leading
     principal components; set once by training and saved with the weights), so a user's history reads as
@@ -58,13 +63,13 @@ class UserTower(nn.Module):
         self.gender = nn.Embedding(n_genders + 1, side_dim)
         self.age = nn.Embedding(n_age_buckets + 1, side_dim)
         self.preferences = nn.EmbeddingBag(n_preferences + 1, id_dim, mode="mean", padding_idx=0)
-        self.history = nn.EmbeddingBag(n_items + 1, id_dim, mode="mean", padding_idx=0)
+        self.history = nn.EmbeddingBag(n_items + 1, id_dim, mode="sum", padding_idx=0)
         self.history_categories = nn.EmbeddingBag(n_category_tokens + 1, id_dim, mode="mean", padding_idx=0)
         self.history_price = nn.Linear(2, side_dim)  # mean relative price of recent items, log1p(their count)
         self.register_buffer("item_content", torch.zeros(n_items + 1, content_dim))
         self.history_content = nn.Linear(content_dim, id_dim) if content_dim else None
         self.mlp = _mlp((4 + int(content_dim > 0)) * id_dim + 3 * side_dim, hidden, out_dim)
-        self.category_match = _category_match_table(n_category_tokens, out_dim, bag=True)
+        _small_init(self.user, self.history)
 
     def forward(
         self,
@@ -75,14 +80,13 @@ class UserTower(nn.Module):
         history: torch.Tensor,
         history_categories: torch.Tensor,
         history_price: torch.Tensor,
-        preference_categories: torch.Tensor,
     ) -> torch.Tensor:
         parts = [
             self.user(user),
             self.gender(gender),
             self.age(age),
             self.preferences(preferences),
-            self.history(history),
+            self.history(history, per_sample_weights=_sqrt_pooling_weights(history)),
             self.history_categories(history_categories),
             self.history_price(history_price),
         ]
@@ -90,45 +94,37 @@ class UserTower(nn.Module):
             present = (history > 0).unsqueeze(-1).float()
             pooled = (self.item_content[history] * present).sum(1) / present.sum(1).clamp(min=1.0)
             parts.append(self.history_content(pooled))
-        # stated and recent categories added straight onto the output: they meet the item's own categories in
-        # the dot product from the first step (the table is shared with the item tower while training)
-        matched = self.category_match(preference_categories) + self.category_match(history_categories)
-        return F.normalize(self.mlp(torch.cat(parts, dim=1)) + matched, dim=1)
+        return F.normalize(self.mlp(torch.cat(parts, dim=1)), dim=1)
 
 
 class ItemTower(nn.Module):
-    """Item id, category path tokens, normalised numerics and the projected MiniLM text vector -> unit vector."""
+    """Item id + category path tokens + normalised numerics + the projected MiniLM text vector, summed in the
+    output space -> unit vector. Linear on purpose: on MovieLens an MLP here overfits the item side (measured)."""
 
     def __init__(
         self,
         n_items: int,
         n_category_tokens: int,
-        category_levels: int,
         n_numerics: int,
         text_dim: int,
-        id_dim: int = 64,
-        hidden: int = 256,
         out_dim: int = schema.EMBEDDING_DIM,
     ) -> None:
         super().__init__()
-        self.item = nn.Embedding(n_items + 1, id_dim)
-        self.category = nn.Embedding(n_category_tokens + 1, id_dim, padding_idx=0)
-        self.numerics = nn.Linear(n_numerics, id_dim) if n_numerics else None
-        self.text = nn.Linear(text_dim, id_dim) if text_dim else None
-        in_dim = id_dim * (1 + category_levels + int(n_numerics > 0) + int(text_dim > 0))
-        self.mlp = _mlp(in_dim, hidden, out_dim)
-        self.category_match = _category_match_table(n_category_tokens, out_dim, bag=False)
+        self.item = nn.Embedding(n_items + 1, out_dim)
+        self.category = nn.Embedding(n_category_tokens + 1, out_dim, padding_idx=0)
+        self.numerics = nn.Linear(n_numerics, out_dim) if n_numerics else None
+        self.text = nn.Linear(text_dim, out_dim) if text_dim else None
+        _small_init(self.item, self.category)
 
     def forward(
         self, item: torch.Tensor, category: torch.Tensor, numerics: torch.Tensor, text: torch.Tensor
     ) -> torch.Tensor:
-        parts = [self.item(item), self.category(category).flatten(1)]
+        vector = self.item(item) + self.category(category).sum(1)
         if self.numerics is not None:
-            parts.append(self.numerics(numerics))
+            vector = vector + self.numerics(numerics)
         if self.text is not None:
-            parts.append(self.text(text))
-        matched = self.category_match(category).sum(1)
-        return F.normalize(self.mlp(torch.cat(parts, dim=1)) + matched, dim=1)
+            vector = vector + self.text(text)
+        return F.normalize(vector, dim=1)
 
 
 class TwoTower(nn.Module):
@@ -138,8 +134,6 @@ class TwoTower(nn.Module):
         super().__init__()
         self.user_tower = user_tower
         self.item_tower = item_tower
-        # one category table for both sides while training; each tower still saves (and loads) its own copy
-        self.user_tower.category_match.weight = self.item_tower.category_match.weight
 
     def forward(
         self, users: dict[str, torch.Tensor], items: dict[str, torch.Tensor]

@@ -1,4 +1,4 @@
-"""Train the two-tower model: in-batch sampled softmax with temperature and log-Q correction.
+"""Train the two-tower model: a softmax over the whole catalogue per user, from a thinned-out history.
 
 `train(data_dir, out_dir, hp)` reads the three parquet files, splits the interactions (dataset.make_split),
 trains on the training part with early stopping on validation Recall@10, and writes the model dir and
@@ -28,8 +28,8 @@ from recsys.model.artifacts import TrainedModel, save_model
 from recsys.model.config import TOWER_DIMS, Hyperparameters, TrainingDataError, model_config
 from recsys.model.dataset import SPLIT_KINDS, Dataset, Split, make_split
 from recsys.model.distributed import Runtime, agree_to_stop, rank_share, runtime_for, wait_for_all, wrap_model
-from recsys.model.inputs import FeatureSpace, fit_feature_space, fit_text_content, recent_positive_items
-from recsys.model.loss import sampled_softmax_loss
+from recsys.model.inputs import FeatureSpace, fit_feature_space, fit_text_content, inputs_off, recent_positive_items
+from recsys.model.loss import full_softmax_loss
 from recsys.model.towers import ItemTower, TwoTower, UserTower
 from recsys.model.training_data import (
     TrainingExamples,
@@ -54,6 +54,7 @@ class FitResult:
     features: FeatureSpace
     best_epoch: int
     best_valid: float
+    inputs_off: list[str]  # optional inputs the data could not feed (inputs.inputs_off)
 
 
 def train(
@@ -117,7 +118,7 @@ def fit(
     best_state, best_valid, best_epoch, stale = copy.deepcopy(model.state_dict()), -1.0, 0, 0
     for epoch in range(1, hp.epochs + 1):
         started = time.perf_counter()
-        loss = _run_epoch(wrapped, optimizer, examples, runtime, hp, epoch_seed=hp.seed * 1000 + epoch)
+        loss = _run_epoch(wrapped, optimizer, examples, features, runtime, hp, epoch_seed=hp.seed * 1000 + epoch)
         seconds = time.perf_counter() - started
         improved = False
         if runtime.is_main:
@@ -134,26 +135,17 @@ def fit(
                     epoch,
                 )
             if on_epoch is not None:
-                on_epoch(EpochReport(epoch, loss, valid, len(examples) / seconds, improved))
+                on_epoch(EpochReport(epoch, loss, valid, examples.n_positives / seconds, improved))
         stale = 0 if improved else stale + 1
         if agree_to_stop(stale >= hp.patience, runtime):
             break
     if runtime.is_main:
         model.load_state_dict(best_state)
-    return FitResult(model.cpu().eval(), features, best_epoch, best_valid)
-
-
-ID_TABLES = ("user_tower.user.weight", "user_tower.history.weight", "item_tower.item.weight")
+    return FitResult(model.cpu().eval(), features, best_epoch, best_valid, inputs_off(data.users, data.items))
 
 
 def _optimizer(model: TwoTower, hp: Hyperparameters) -> torch.optim.Optimizer:
-    """AdamW; the per-user / per-item id tables get their own, strong decay: with a handful of interactions per
-    id they would otherwise memorise the training items instead of what generalises."""
-    named = dict(model.named_parameters())
-    ids = [named[name] for name in ID_TABLES]
-    rest = [p for name, p in named.items() if name not in ID_TABLES]
-    groups = [{"params": rest, "weight_decay": hp.weight_decay}, {"params": ids, "weight_decay": hp.id_weight_decay}]
-    return torch.optim.AdamW(groups, lr=hp.lr)
+    return torch.optim.AdamW(model.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
 
 
 @torch.no_grad()
@@ -170,26 +162,23 @@ def _run_epoch(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
     examples: TrainingExamples,
+    features: FeatureSpace,
     runtime: Runtime,
     hp: Hyperparameters,
     epoch_seed: int,
 ) -> float:
-    """One pass over the positives; every rank draws the same permutation and takes its slice of each batch."""
+    """One pass over the training users; every rank draws the same permutation and takes its slice of each batch."""
     model.train()
     generator = torch.Generator().manual_seed(epoch_seed)
     order = torch.randperm(len(examples), generator=generator).to(runtime.device)
-    n_batches = max(1, len(examples) // hp.batch_size)  # a short tail batch would give few negatives: dropped
+    n_batches = -(-len(examples) // hp.batch_size)
     sampling = torch.Generator(device=runtime.device).manual_seed(epoch_seed + runtime.rank)
     total = 0.0
     for b in range(n_batches):
         rows = rank_share(order[b * hp.batch_size : (b + 1) * hp.batch_size], runtime)
-        users, items = examples.batch(rows, hp.id_dropout, sampling)
+        users, items, targets = examples.batch(rows, features, hp, sampling)
         user_vectors, item_vectors = model(users, items)
-        item_rows = examples.item_rows[rows]
-        log_q = hp.logq_weight * examples.log_q[item_rows]
-        loss = sampled_softmax_loss(
-            user_vectors, item_vectors, item_rows, log_q, examples.weights[rows], hp.temperature
-        )
+        loss = full_softmax_loss(user_vectors, item_vectors, targets, hp.temperature)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -247,6 +236,7 @@ def _evaluate_and_save(
         split=split,
         world_size=world_size,
         best_epoch=result.best_epoch,
+        inputs_off=result.inputs_off,
         **{f"valid_{GATE_METRIC}": result.best_valid},
     )
     save_model(

@@ -1,5 +1,6 @@
-"""Training examples: the weighted positives of the training part, each with its user's causal history, as the
-device tensors the towers take, batch by batch."""
+"""Training examples: one per user with training positives. Each holds the user's features, their latest
+MAX_HISTORY positive items (the user tower's history input, thinned at random while training) and the weights of
+all their positives over the catalogue (the targets of the full softmax), batch by batch as device tensors."""
 
 from __future__ import annotations
 
@@ -10,9 +11,9 @@ import pandas as pd
 import torch
 
 from recsys import schema
-from recsys.model.config import TrainingDataError
+from recsys.model.config import Hyperparameters, TrainingDataError
 from recsys.model.dataset import Dataset, interaction_weights, read_dataset
-from recsys.model.inputs import MAX_HISTORY, OOV, FeatureSpace
+from recsys.model.inputs import MAX_HISTORY, FeatureSpace
 
 WEIGHT = "_weight"  # column of time_ordered_positives: how much the row counts as a positive
 
@@ -35,23 +36,6 @@ def time_ordered_positives(interactions: pd.DataFrame) -> pd.DataFrame:
     return weighted.sort_values([schema.USER_ID, schema.TIMESTAMP], kind="stable").reset_index(drop=True)
 
 
-def causal_history(user_rows: np.ndarray, item_rows: np.ndarray) -> np.ndarray:
-    """[n, MAX_HISTORY] item indices each example's user had before it (0-padded); rows grouped by user.
-
-    Training on earlier items only mirrors serving (the item to predict is never in the history) and never
-    leaks the target into the user's input.
-    """
-    n = len(user_rows)
-    position = np.arange(n)
-    group_start = np.zeros(n, dtype=np.int64)
-    starts = np.flatnonzero(np.r_[True, user_rows[1:] != user_rows[:-1]])
-    group_start[starts] = starts
-    group_start = np.maximum.accumulate(group_start)
-    offsets = position[:, None] - np.arange(MAX_HISTORY, 0, -1)[None, :]  # oldest .. newest
-    valid = offsets >= group_start[:, None]
-    return np.where(valid, item_rows[np.clip(offsets, 0, None)], OOV).astype(np.int64)
-
-
 def to_device(tensors: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
     return {name: tensor.to(device) for name, tensor in tensors.items()}
 
@@ -69,7 +53,7 @@ def _drop_ids(ids: torch.Tensor, rate: float, generator: torch.Generator) -> tor
 
 
 class TrainingExamples:
-    """The training positives as device tensors, plus the user / item feature tables they index into."""
+    """The training users as device tensors: features, recent history and positive weights per catalogue item."""
 
     def __init__(
         self,
@@ -81,31 +65,39 @@ class TrainingExamples:
     ) -> None:
         vocab_users = pd.DataFrame({schema.USER_ID: [None, *features.user_ids]})
         user_table = vocab_users.merge(data.users, on=schema.USER_ID, how="left") if len(data.users) else vocab_users
-        # row r of user_features is vocabulary user r (row 0: OOV); history is per example, not per user
+        # row r of user_features is vocabulary user r (row 0: OOV, no examples)
         self.user_features = to_device(features.encode_users(user_table), device)
         self.item_features = to_device(features.encode_items(data.items, text_cache), device)
-        item_rows = pd.Index(data.items[schema.ITEM_ID]).get_indexer(positives[schema.ITEM_ID])
         user_rows = features.user_indices(positives[schema.USER_ID].tolist())
-        self.user_rows = torch.from_numpy(user_rows).to(device)
-        self.item_rows = torch.from_numpy(item_rows.astype(np.int64)).to(device)
-        self.weights = torch.from_numpy(positives[WEIGHT].to_numpy(dtype=np.float32)).to(device)
-        item_ids = features.item_indices(positives[schema.ITEM_ID].tolist())
-        history = features.history_features(torch.from_numpy(causal_history(user_rows, item_ids)))
-        self.history = to_device(history, device)
-        counts = np.bincount(item_rows, minlength=len(data.items)).astype(np.float64)
-        # log of how often each item is a column of a batch (the positives' item distribution): the log-Q term
-        self.log_q = torch.from_numpy(np.log(np.maximum(counts, 1.0) / len(positives)).astype(np.float32)).to(device)
+        self.users = torch.from_numpy(np.unique(user_rows)).to(device)
+        # positives are time-ordered per user: the newest MAX_HISTORY known items of each are their history
+        known_items = features.item_indices(positives[schema.ITEM_ID].tolist())
+        from_end = positives.groupby(schema.USER_ID, sort=False).cumcount(ascending=False).to_numpy()
+        recent = from_end < MAX_HISTORY
+        history = np.zeros((len(features.user_ids) + 1, MAX_HISTORY), dtype=np.int64)  # oldest .. newest
+        history[user_rows[recent], MAX_HISTORY - 1 - from_end[recent]] = known_items[recent]
+        self.history = torch.from_numpy(history).to(device)
+        # targets: a sparse user-row x catalogue-column matrix of positive weights (repeats add up)
+        item_rows = pd.Index(data.items[schema.ITEM_ID]).get_indexer(positives[schema.ITEM_ID])
+        indices = torch.from_numpy(np.stack([user_rows, item_rows.astype(np.int64)]))
+        weights = torch.from_numpy(positives[WEIGHT].to_numpy(dtype=np.float32))
+        shape = (len(features.user_ids) + 1, len(data.items))
+        self.targets = torch.sparse_coo_tensor(indices, weights, shape, check_invariants=True).coalesce().to(device)
+        self.n_positives = len(positives)
 
     def __len__(self) -> int:
-        return len(self.user_rows)
+        return len(self.users)
 
     def batch(
-        self, rows: torch.Tensor, id_dropout: float, generator: torch.Generator
-    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-        """User and item tower inputs for these example rows (ids randomly dropped to the OOV slot)."""
-        users = _gather(self.user_features, self.user_rows[rows])
-        users["user"] = _drop_ids(users["user"], id_dropout, generator)
-        users.update(_gather(self.history, rows))
-        items = _gather(self.item_features, self.item_rows[rows])
-        items["item"] = _drop_ids(items["item"], id_dropout, generator)
-        return users, items
+        self, rows: torch.Tensor, features: FeatureSpace, hp: Hyperparameters, generator: torch.Generator
+    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], torch.Tensor]:
+        """User tower inputs, item tower inputs (the whole catalogue) and dense targets [len(rows), n_items] for
+        these example rows. Ids are dropped to the OOV slot and history items left out, each at random."""
+        users = self.users[rows]
+        inputs = _gather(self.user_features, users)
+        inputs["user"] = _drop_ids(inputs["user"], hp.id_dropout, generator)
+        inputs.update(features.history_features(_drop_ids(self.history[users], hp.history_dropout, generator)))
+        inputs = to_device(inputs, users.device)
+        items = dict(self.item_features)
+        items["item"] = _drop_ids(items["item"], hp.item_id_dropout, generator)
+        return inputs, items, self.targets.index_select(0, users).to_dense()
