@@ -284,6 +284,7 @@ def test_cli_search_and_similar(server: str, published: Published) -> None:
     }
     answers = {}
     for name, args in runs.items():
+        args = [*args, "--json"]  # the default output is a table; --json is the scripts' format
         result = runner.invoke(app, [*args, "--model-dir", str(published.model_dir)] if "in-process" in name else args)
         assert result.exit_code == 0, (name, result.output)
         answers[name] = json.loads(result.stdout)

@@ -272,7 +272,9 @@ def test_cli_recommend_through_the_predictor(server: str, setup: dict) -> None:
 
     from recsys.cli import app
 
-    result = CliRunner().invoke(app, ["recommend", "--user-id", setup["users"][3], "--k", "3", "--url", server])
+    result = CliRunner().invoke(
+        app, ["recommend", "--user-id", setup["users"][3], "--k", "3", "--url", server, "--json"]
+    )
     assert result.exit_code == 0, result.output
     answer = json.loads(result.stdout)
     assert answer[schema.USER_ID] == setup["users"][3] and len(answer["items"]) == 3
@@ -283,7 +285,7 @@ def test_cli_recommend_in_process_matches_the_predictor(server: str, setup: dict
 
     from recsys.cli import app
 
-    args = ["recommend", "--user-id", setup["users"][4], "--k", "5", "--timestamp", CONTEXT["timestamp"]]
+    args = ["recommend", "--user-id", setup["users"][4], "--k", "5", "--timestamp", CONTEXT["timestamp"], "--json"]
     result = CliRunner().invoke(app, [*args, "--model-dir", str(setup["models"])])
     assert result.exit_code == 0, result.output
     local = json.loads(result.stdout)

@@ -85,8 +85,6 @@ def route_checks(setup: dict) -> dict[str, Callable[[httpx.Client, int], None]]:
         event = {"event_id": f"workers-{n}-{time.monotonic_ns()}", "user_id": users[n % len(users)],
                  "item_id": items[n % len(items)], "interaction_type": schema.POSITIVE_VIEW}  # fmt: skip
         answer = client.post(EVENTS_PATH, json={"events": [event]})
-        if answer.status_code == 503:  # documented: retry the same event_ids (workers racing on the first ensure)
-            answer = client.post(EVENTS_PATH, json={"events": [event]})
         assert (answer.status_code, answer.json()["accepted"]) == (200, 1), answer.text
 
     def browse(client: httpx.Client, n: int) -> None:

@@ -59,6 +59,8 @@ def ensure_event_log(conn: psycopg.Connection) -> None:
         for name, kind in LOG_COLUMNS.items()
     )
     with conn.transaction():
+        # CREATE TABLE IF NOT EXISTS races between concurrent first calls (two workers): serialise them
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (schema.EVENT_LOG_TABLE,))
         conn.execute(
             sql.SQL(
                 "CREATE TABLE IF NOT EXISTS {t} ({columns}, {received} timestamptz NOT NULL DEFAULT clock_timestamp())"
