@@ -32,6 +32,7 @@ from recsys import schema
 from recsys.contract import DEFAULT_PREFERENCE_STRENGTH
 from recsys.data.behaviour import make_interactions
 from recsys.data.entities import make_items, make_users
+from recsys.data.files import write_atomically
 
 
 class GenerationError(ValueError):
@@ -81,7 +82,7 @@ def generate(
     events = make_interactions(events_rng, n_interactions, users, items, as_of_ns, preference_strength)
     stage("writing parquet")
     frames = {schema.USERS_FILE: users.frame, schema.ITEMS_FILE: items.frame, schema.INTERACTIONS_FILE: events.frame}
-    paths = _write_atomically(out, frames)
+    paths = write_atomically(out, frames)
     return GenerationReport(
         n_users=n_users,
         n_items=n_items,
@@ -122,23 +123,3 @@ def _as_of_ns(as_of: datetime | None) -> int:
     elif as_of.tzinfo is None:
         as_of = as_of.replace(tzinfo=UTC)
     return int(pd.Timestamp(as_of).value)
-
-
-# ----------------------------------------------------------------------------------------------- output
-def _write_atomically(out: Path, frames: dict[str, pd.DataFrame]) -> dict[str, Path]:
-    """All files as temporaries first, then renames: a failure leaves no partial or mixed set behind."""
-    temporaries: dict[str, Path] = {}
-    try:
-        for name, frame in frames.items():
-            tmp = out / f".{name}.{os.getpid()}.tmp"
-            temporaries[name] = tmp
-            frame.to_parquet(tmp, index=False)
-    except BaseException:
-        for tmp in temporaries.values():
-            tmp.unlink(missing_ok=True)
-        raise
-    paths = {}
-    for name, tmp in temporaries.items():
-        paths[name] = out / name
-        os.replace(tmp, paths[name])
-    return paths

@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from recsys import schema
+from recsys.data.files import write_atomically
 
 GROUPLENS_FILES = ("u.data", "u.item", "u.user")
 RECBOLE_FILES = ("ml-100k.inter", "ml-100k.item", "ml-100k.user")
@@ -72,7 +73,7 @@ def import_movielens(src: Path, out: Path) -> ImportReport:
     """Read MovieLens-100K from `src` (folder or zip, GroupLens or RecBole) and write schema.DATA_FILES to `out`."""
     raw = read_release(Path(src))
     frames = to_schema(raw)
-    paths = _write_atomically(Path(out), frames)
+    paths = _write_set(Path(out), frames)
     return ImportReport(
         source_format=raw.source_format,
         n_users=len(frames[schema.USERS_FILE]),
@@ -347,22 +348,9 @@ def _typed(frame: pd.DataFrame, dtypes: dict[str, str]) -> pd.DataFrame:
     return frame.astype({column: dtypes[column] for column in frame.columns})
 
 
-def _write_atomically(out: Path, frames: dict[str, pd.DataFrame]) -> dict[str, Path]:
-    """All files as temporaries first, then renames: a failure leaves no partial or mixed set behind."""
+def _write_set(out: Path, frames: dict[str, pd.DataFrame]) -> dict[str, Path]:
+    """The three files, written as one set (data.files.write_atomically) into a folder created on demand."""
     if out.exists() and not out.is_dir():
         raise MovieLensFormatError(f"output folder {out} exists and is not a folder")
     out.mkdir(parents=True, exist_ok=True)
-    temporaries: dict[str, Path] = {}
-    try:
-        for name, frame in frames.items():
-            temporaries[name] = out / f".{name}.{os.getpid()}.tmp"
-            frame.to_parquet(temporaries[name], index=False)
-    except BaseException:
-        for tmp in temporaries.values():
-            tmp.unlink(missing_ok=True)
-        raise
-    paths = {}
-    for name, tmp in temporaries.items():
-        paths[name] = out / name
-        os.replace(tmp, paths[name])
-    return paths
+    return write_atomically(out, frames)
