@@ -419,7 +419,7 @@ def test_events_reach_the_next_pipeline_run_whose_model_is_served_without_restar
     monkeypatch.setenv("RECSYS_DATA_DIR", str(repo / "data"))
     monkeypatch.setenv("RECSYS_HOME", str(tmp_path / "home"))
     get_settings.cache_clear()
-    run = run_local(n_users=120, n_items=200, n_interactions=3000, seed=5, epochs=1, min_recall_at_10=0.0)
+    run = run_local(n_users=120, n_items=200, n_interactions=3000, seed=5, epochs=80, min_recall_at_10=0.0)
     get_settings.cache_clear()
     assert run.published, run.metrics
 
