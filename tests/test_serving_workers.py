@@ -181,7 +181,8 @@ def test_every_route_kind_answers_from_every_worker(server: RunningPredictor, se
     recommends = 2 * rounds * CONNECTIONS_PER_ROUND
     for _ in range(4):
         text = httpx.get(server.url + "/metrics", timeout=10).text
-        assert f'recsys_requests_total{{kind="recommend",status="200"}} {float(recommends)}' in text
+        counted = [line for line in text.splitlines() if line.startswith("recsys_requests_total")]
+        assert f'recsys_requests_total{{kind="recommend",status="200"}} {float(recommends)}' in counted, counted
 
 
 def test_stopping_the_server_ends_every_worker(setup: dict) -> None:
