@@ -2,8 +2,9 @@
 lands on whichever worker accepts the connection, so counters would jump between workers' values.
 
 prometheus_client's multiprocess mode fixes that: `share_metrics_between_workers()` (in the parent, before KServe
-spawns the workers, which inherit the environment) names a fresh folder in PROMETHEUS_MULTIPROC_DIR where every
-worker's metrics keep their values, and `add_worker_metrics_route(app)` (in each worker, before KServe's routes)
+spawns the workers, which inherit the environment) names a fresh folder where every worker's metrics keep their
+values (always a fresh one: importing Feast points PROMETHEUS_MULTIPROC_DIR at a folder of its own, which any
+process started from that one would inherit and share), and `add_worker_metrics_route(app)` (in each worker, before KServe's routes)
 serves the sum over all workers plus the served-version gauges of the answering worker. With one worker nothing
 changes: KServe's own /metrics serves the process's registry.
 """
@@ -20,20 +21,22 @@ from prometheus_client import CollectorRegistry, exposition, multiprocess
 
 from recsys import metrics
 
-MULTIPROC_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
+WORKER_METRICS_DIR_ENV = "RECSYS_WORKER_METRICS_DIR"  # ours: set only by a server with several workers
+# prometheus_client reads both names (value files / MultiProcessCollector); Feast sets them on import
+PROMETHEUS_DIR_ENVS = ("PROMETHEUS_MULTIPROC_DIR", "PROMETHEUS_MULTIPROCESS_DIR")
 
 
 def share_metrics_between_workers() -> None:
-    """A fresh folder for the workers' metric files (removed at exit), unless the environment names one."""
-    if not os.environ.get(MULTIPROC_DIR_ENV):
-        folder = tempfile.mkdtemp(prefix="recsys-metrics-")
-        atexit.register(shutil.rmtree, folder, True)
-        os.environ[MULTIPROC_DIR_ENV] = folder
+    """A fresh folder for this server's worker metric files (removed at exit)."""
+    folder = tempfile.mkdtemp(prefix="recsys-metrics-")
+    atexit.register(shutil.rmtree, folder, True)
+    for name in (WORKER_METRICS_DIR_ENV, *PROMETHEUS_DIR_ENVS):
+        os.environ[name] = folder
 
 
 def add_worker_metrics_route(app: FastAPI) -> None:
     """`GET /metrics` summed over the workers; nothing when this process is not one of several."""
-    if not os.environ.get(MULTIPROC_DIR_ENV):
+    if not os.environ.get(WORKER_METRICS_DIR_ENV):
         return
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry)
