@@ -8,7 +8,7 @@ import time
 
 from bench.common import machine, save, write_benchmarks_md
 
-ORDER = ["throughput", "quality", "movielens", "retrieval", "serve", "events", "search", "scaling"]
+ORDER = ["throughput", "quality", "distributed", "movielens", "retrieval", "serve", "events", "search", "scaling"]
 
 
 def main(names: list[str]) -> int:

@@ -16,7 +16,8 @@ PROFILE_PARTS = {
     ("recsys/history.py", "read_user_history"): "user history read (Postgres)",
     ("recsys/model/artifacts.py", "encode_users"): "user tower forward",
     ("recsys/retrieval.py", "search"): "candidate retrieval",
-    ("recsys/retrieval.py", "widen_until_k"): "retrieval + filters (all rounds)",
+    ("recsys/retrieval.py", "widen_until_k"): "retrieval + filters + rerank (all rounds)",
+    ("recsys/model/rerank.py", "score"): "item-item rerank (models with a reranker)",
     ("recsys/recommender.py", "_response"): "response building",
 }
 

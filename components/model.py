@@ -1,4 +1,5 @@
-"""Steps 5 and 6: train the two-tower model; evaluate it against the baselines and decide the quality gate."""
+"""Steps 5 and 6: train the two-tower model (in the step's pod, or as a Kubeflow Trainer TrainJob); evaluate it
+against the baselines and decide the quality gate."""
 
 # no `from __future__ import annotations`: kfp reads the real annotation objects
 from kfp import dsl
@@ -23,6 +24,34 @@ def train(data: Input[Dataset], split: str, epochs: int, seed: int, model: Outpu
     model_dir = train_model(Path(data.path), Path(model.path), hp, split=split, on_epoch=log_epoch)
     model.metadata["model_version"] = (model_dir / MODEL_VERSION_FILE).read_text().strip()
     model.metadata["framework"] = "pytorch"
+
+
+@dsl.component(**COMPONENT_OPTIONS)
+def train_distributed(
+    data: Input[Dataset], split: str, epochs: int, seed: int, namespace: str, job_template: str, model: Output[Model]
+) -> None:
+    """The same `model` artifact, trained by a Kubeflow Trainer TrainJob (N workers x M processes under torchrun)
+    that `job_template` (JSON, compiled into the pipeline) describes; this step stages the data on the shared
+    volume, waits for the job and copies the model dir back (recsys.training_job)."""
+    import json
+    from pathlib import Path
+
+    from recsys.model.artifacts import MODEL_VERSION_FILE
+    from recsys.training_job import train_on_cluster
+
+    model_dir = train_on_cluster(
+        Path(data.path),
+        Path(model.path),
+        json.loads(job_template),
+        namespace=namespace,
+        key=model.uri,
+        split=split,
+        epochs=int(epochs),
+        seed=int(seed),
+    )
+    model.metadata["model_version"] = (model_dir / MODEL_VERSION_FILE).read_text().strip()
+    model.metadata["framework"] = "pytorch"
+    model.metadata["trained_by"] = "TrainJob"
 
 
 @dsl.component(**COMPONENT_OPTIONS)

@@ -11,10 +11,13 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from recsys.config import get_settings
 from recsys.contract import DEFAULT_SIZES
+
+if TYPE_CHECKING:
+    from recsys.training_job import DistributedTraining
 
 
 @dataclass(frozen=True)
@@ -30,15 +33,16 @@ class LocalRun:
     log_file: Path | None = None  # the steps' output, when run_local was given a log file
 
 
-def compile_pipeline(out: Path) -> Path:
-    """Write the pipeline's IR YAML to `out` (the file Kubeflow's UI and API accept)."""
+def compile_pipeline(out: Path, training: DistributedTraining | None = None) -> Path:
+    """Write the pipeline's IR YAML to `out` (the file Kubeflow's UI and API accept); with `training`, its train
+    step runs a Kubeflow Trainer TrainJob of that shape."""
     from kfp import compiler
 
-    from pipelines.recommender import recommender_pipeline
+    from pipelines.recommender import build_pipeline
 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    compiler.Compiler().compile(recommender_pipeline, str(out))
+    compiler.Compiler().compile(build_pipeline(training), str(out))
     return out
 
 
@@ -128,15 +132,17 @@ def submit(
     arguments: dict[str, Any] | None = None,
     wait: bool = False,
     timeout_s: int = 3600,
+    training: DistributedTraining | None = None,
 ) -> str:
-    """Submit one run to the Kubeflow Pipelines API at `host`; returns the run id (waits when asked)."""
+    """Submit one run to the Kubeflow Pipelines API at `host`; returns the run id (waits when asked). With
+    `training`, the train step runs a Kubeflow Trainer TrainJob of that shape."""
     import kfp
 
-    from pipelines.recommender import recommender_pipeline
+    from pipelines.recommender import build_pipeline
 
     client = kfp.Client(host=host)
     run = client.create_run_from_pipeline_func(
-        recommender_pipeline, arguments=arguments or {}, experiment_name=experiment
+        build_pipeline(training), arguments=arguments or {}, experiment_name=experiment
     )
     if wait:
         finished = client.wait_for_run_completion(run.run_id, timeout=timeout_s)

@@ -25,6 +25,9 @@ DB_CLIENT_LABEL_VALUE = "true"
 
 # The quality gate compares this test metric of the model with popularity's and a minimum; validation maximises it.
 GATE_METRIC = "recall@10"
+# The served model reranks this many of the two-tower's nearest items (known items left out) with item-item
+# weights (recsys.model.rerank); the offline metrics rank the same many.
+RERANK_CANDIDATES = 200
 
 # Default synthetic data set: the sizes the replaced system's generator used.
 DEFAULT_N_USERS = 1000

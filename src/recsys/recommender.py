@@ -9,6 +9,12 @@ Per request batch: ONE Feast get_online_features call (user_features + user_embe
 SQL read of the users' history, one tower forward for the users that need it, one retrieval round (widened by
 retrieval.widen_until_k for requests whose filters leave fewer than k), numpy filters.
 
+When the model carries an item-item reranker (recsys.model.rerank), a user with history (training history +
+purchased, carted, viewed and pending items, so events count at once) gets a pool wide enough that about
+contract.RERANK_CANDIDATES candidates survive the filters; the best RERANK_CANDIDATES survivors are re-scored
+(boosted cosine + the normalised item-item votes of the history) and re-sorted, and that blended score is the
+`score` answered. Users without history, and models without a reranker, keep the two-tower order and cosine.
+
 Users with events newer than the published vectors (history `pending`, see recsys.events) skip their stored
 vector: the tower re-embeds them from training history + those events, and the mean item vector of the events
 is added (weight ServingSettings.event_weight; one more SQL read), because the tower pools up to 20 items
@@ -26,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from recsys import history, schema
+from recsys.contract import RERANK_CANDIDATES
 from recsys.filters import NO_ROWS, FilterResult, UserFacts, parse_preferences
 from recsys.request_models import RecommendRequest
 from recsys.response_models import Recommendation, Source
@@ -37,6 +44,8 @@ from recsys.vector_index.queries import read_vectors
 SOURCE_STORED: Source = "stored_embedding"
 SOURCE_TOWER: Source = "user_tower"
 SOURCE_POPULARITY: Source = "popularity"
+# the history kinds that feed the reranker, next to the training history and pending events
+RERANK_HISTORY_KINDS = ("purchased", "carted", "viewed")
 
 
 @dataclass
@@ -47,6 +56,7 @@ class _Job:
     cold_start: bool
     vector: np.ndarray | None = None
     pending: tuple[str, ...] = ()  # items of events since the publish (they steer the tower's vector)
+    rerank_history: np.ndarray | None = None  # model positions of the user's items; None: two-tower order
 
 
 def _missing(value: Any) -> bool:
@@ -120,6 +130,9 @@ class Recommender:
                     tower_history[request.user_id] = [*version.model.recent_items.get(request.user_id, []), *pending]
             else:
                 jobs.append(_Job(request, facts, SOURCE_POPULARITY, cold_start=True))
+            reranked = version.model.reranker is not None and jobs[-1].source != SOURCE_POPULARITY
+            if reranked and request.user_id is not None:
+                jobs[-1].rerank_history = _rerank_history(version, request.user_id, past)
         if tower_rows:
             vectors = version.model.encode_users(pd.DataFrame(tower_rows), history=tower_history)
             for job, vector in zip(tower_jobs, vectors, strict=True):
@@ -147,9 +160,12 @@ class Recommender:
         results: dict[int, FilterResult] = {}
         if with_vector:
             first = self.state.serving.first_pool(max(j.request.k for j in with_vector))
+            reranked = [j for j in with_vector if j.rerank_history is not None]
+            if reranked:  # room for the items the history filter will hide
+                first = max(first, *(RERANK_CANDIDATES + len(j.facts.excluded_items) for j in reranked))
             hits = version.retriever.search(np.stack([j.vector for j in with_vector]), first)
             for job, hit in zip(with_vector, hits, strict=True):
-                select = partial(_filter, version, job)
+                select = partial(_filter if job.rerank_history is None else _rerank_and_filter, version, job)
                 results[id(job)] = widen_until_k(version.retriever, job.vector, first, job.request.k, select, hit)
         for job in jobs:
             if job.vector is None:
@@ -160,6 +176,31 @@ class Recommender:
 def _filter(version: ServedVersion, job: _Job, rows: np.ndarray, scores: np.ndarray) -> FilterResult:
     context = job.request.context
     return version.filters.apply(rows, scores, job.facts, context.moment(), context.device, context.season)
+
+
+def _rerank_and_filter(version: ServedVersion, job: _Job, rows: np.ndarray, scores: np.ndarray) -> FilterResult:
+    """The filters, then the reranker over the best RERANK_CANDIDATES survivors, re-sorted by blended score.
+
+    Survivors, not the raw pool: the reranker scales the item-item votes by their largest value among its
+    candidates, and the user's purchased items (hidden by the history filter) would set that scale. The blend
+    adds to the (boosted) cosine, so a contextual boost carries over unchanged."""
+    result = _filter(version, job, rows, scores)
+    keep = max(RERANK_CANDIDATES, job.request.k)
+    rows, scores = result.rows[:keep], result.scores[:keep]
+    blended = version.model.reranker.score(version.rerank_positions[rows], scores, job.rerank_history)
+    order = np.argsort(-blended, kind="stable")
+    return FilterResult(rows=rows[order], scores=blended[order], removed=result.removed)
+
+
+def _rerank_history(version: ServedVersion, user_id: str, past: history.UserHistory | None) -> np.ndarray | None:
+    """Model positions of the user's items: training history, purchased/carted/viewed and pending events (the
+    events feed the rerank at once). None when the model knows none of them: the user keeps the two-tower order."""
+    items = version.model.recent_items.get(user_id, [])
+    if past is not None:
+        items = [*items, *past.items(RERANK_HISTORY_KINDS), *past.pending]
+    positions = version.model.item_positions(list(dict.fromkeys(items)))
+    positions = positions[positions >= 0]
+    return positions if len(positions) else None
 
 
 def _response(version: ServedVersion, job: _Job, result: FilterResult) -> Recommendation:

@@ -28,7 +28,9 @@ class ResponseItem(TypedDict):
     """One recommended / found item, best first in its list."""
 
     item_id: str
-    score: float  # cosine (plus contextual boosts), rounded to 6 digits; popularity share for cold start
+    # rounded to 6 digits: the reranked (blended) score when the model has a reranker and the user a history,
+    # else the cosine; plus contextual boosts; the popularity share for the popularity fallback
+    score: float
     product_name: str
     category: str  # 'Department|Group|Leaf'
     img_link: str | None

@@ -3,10 +3,11 @@ model version being served.
 
 `ServingState` owns the connections and the lifecycle; the request side (recsys.recommender for
 recommendations, recsys.search for search and similar items) asks it for `current()` once per call and works
-on that snapshot. Everything one model version serves with (user tower, item vectors / retriever, item
-catalogue, compiled filters, popularity) lives in one immutable `ServedVersion`; a poller thread watches the
-live model_version in Postgres and swaps in a whole new one when a newer version is published, so no answer
-ever mixes two versions. A version is loaded only when the model dir holds the tower of exactly that version.
+on that snapshot. Everything one model version serves with (user tower and reranker, item vectors /
+retriever, item catalogue, compiled filters, popularity) lives in one immutable `ServedVersion`; a poller
+thread watches the live model_version in Postgres and swaps in a whole new one when a newer version is
+published, so no answer ever mixes two versions. A version is loaded only when the model dir holds the
+tower of exactly that version.
 """
 
 from __future__ import annotations
@@ -101,6 +102,7 @@ class ServedVersion:
     filters: CompiledFilters
     popular_rows: np.ndarray  # catalogue rows, most popular first
     popular_scores: np.ndarray  # popularity / max popularity, aligned with popular_rows
+    rerank_positions: np.ndarray | None = None  # catalogue row -> position in model.item_ids, with a reranker
 
 
 class ServingState:
@@ -348,6 +350,7 @@ class ServingState:
             filters=CompiledFilters(self.filter_config, catalogue),
             popular_rows=order.astype(np.int64),
             popular_scores=(counts[order] / top).astype(np.float32),
+            rerank_positions=None if model.reranker is None else model.item_positions(ids),
         )
         self._skipped_version = self._skip_reason = None
         log.info("serving model_version %s (%d items, %s retrieval)", version, len(ids), retriever.strategy)

@@ -15,6 +15,7 @@ from recsys.model.config import Hyperparameters
 if TYPE_CHECKING:
     from pipelines.runner import LocalRun
     from pipelines.workspace import Workspace
+    from recsys.training_job import DistributedTraining
 
 pipeline_group = typer.Typer(
     name="pipeline", help="The Kubeflow pipeline: compile, run locally (kfp.local), submit.", no_args_is_help=True
@@ -46,6 +47,11 @@ Overwrite = Annotated[
     ),
 ]
 Verbose = Annotated[bool, typer.Option("--verbose", help="show the steps' output here, not only in the run's log")]
+TrainWorkers = Annotated[
+    int, typer.Option(help="training pods: > 1 runs the train step as a Kubeflow Trainer TrainJob (1 = in the step)")
+]
+TrainProcs = Annotated[int, typer.Option(help="torchrun processes per training pod (CPU; with GPUs one per GPU)")]
+TrainGpus = Annotated[int, typer.Option(help="GPUs per training pod (nccl); 0 = CPU (gloo)")]
 DEFAULT_MIN_RECALL = 0.05
 
 
@@ -119,14 +125,29 @@ def _workspace(data: Path | None, overwrite: bool, verbose: bool) -> tuple[Works
     return chosen, extra
 
 
+def _distributed_training(workers: int, procs_per_worker: int, gpus_per_worker: int) -> DistributedTraining | None:
+    """The TrainJob's shape, or None for in-step training (the defaults)."""
+    from components.settings import BASE_IMAGE
+    from recsys.training_job import distributed_training
+
+    try:
+        return distributed_training(workers, procs_per_worker, gpus_per_worker, BASE_IMAGE)
+    except ValueError as exc:
+        fail(f"--train-workers/--train-procs-per-worker/--train-gpus-per-worker: {exc}")
+
+
 @pipeline_group.command("compile")
 def pipeline_compile(
     out: Annotated[Path, typer.Option(help="where to write the pipeline YAML")] = Path("pipeline.yaml"),
+    train_workers: TrainWorkers = 1,
+    train_procs_per_worker: TrainProcs = 1,
+    train_gpus_per_worker: TrainGpus = 0,
 ) -> None:
     """Compile the pipeline to YAML (base image from RECSYS_IMAGE, default recsys:dev)."""
     from pipelines.runner import compile_pipeline
 
-    console.print(f"wrote {compile_pipeline(out)}")
+    training = _distributed_training(train_workers, train_procs_per_worker, train_gpus_per_worker)
+    console.print(f"wrote {compile_pipeline(out, training)}")
 
 
 @pipeline_group.command("run")
@@ -179,6 +200,9 @@ def pipeline_submit(
     with_images: WithImages = False,
     image_limit: ImageLimit = 0,
     image_model: ImageModel = DEFAULT_IMAGE_MODEL,
+    train_workers: TrainWorkers = 1,
+    train_procs_per_worker: TrainProcs = 1,
+    train_gpus_per_worker: TrainGpus = 0,
 ) -> None:
     """Submit one run to a Kubeflow Pipelines endpoint (kfp.Client); deploys the InferenceService when it passes."""
     from pipelines.runner import submit
@@ -186,8 +210,9 @@ def pipeline_submit(
     arguments = _pipeline_arguments(
         n_users, n_items, n_interactions, seed, epochs, min_recall_at_10, with_images, image_limit, image_model
     )
+    training = _distributed_training(train_workers, train_procs_per_worker, train_gpus_per_worker)
     try:
-        run_id = submit(host, experiment=experiment, arguments=arguments, wait=wait)
+        run_id = submit(host, experiment=experiment, arguments=arguments, wait=wait, training=training)
     except Exception as exc:  # kfp.Client raises many kinds (connection, API, auth): report one line
         fail(f"submit to {host} failed: {type(exc).__name__}: {_first_line(exc)}", code=1)
     console.print(f"submitted run {run_id} to {host} (experiment {experiment})")

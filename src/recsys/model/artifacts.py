@@ -1,7 +1,8 @@
 """The model dir: towers as state dicts, JSON config and mappings, a content-hash model_version, metrics.
 
 Files: config.json, user_tower.pt, item_tower.pt, mappings.json (feature space + each known user's recent
-items), model_version (text), metrics.json. Loading uses torch.load(weights_only=True): no pickled code runs.
+items), model_version (text), metrics.json, and the rerank stage's reranker.npz + reranker.json (recsys.model.rerank;
+absent in models trained without it). Loading uses torch.load(weights_only=True): no pickled code runs.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import torch
 
 from recsys import schema
 from recsys.model.inputs import MAX_HISTORY, FeatureSpace, recent_positive_items
+from recsys.model.rerank import UNKNOWN, ItemItemReranker, RerankerError
 from recsys.model.towers import ItemTower, UserTower
 
 CONFIG_FILE = "config.json"
@@ -41,13 +43,24 @@ def _canonical_json(data: Any) -> bytes:
     return json.dumps(data, sort_keys=True, separators=(",", ":")).encode("utf-8")
 
 
-def content_hash(config: dict[str, Any], mappings: dict[str, Any], towers: Sequence[torch.nn.Module]) -> str:
-    """sha256 (first 16 hex digits) of the config, the mappings and every weight, in a fixed order."""
+def content_hash(
+    config: dict[str, Any],
+    mappings: dict[str, Any],
+    towers: Sequence[torch.nn.Module],
+    reranker: ItemItemReranker | None = None,
+) -> str:
+    """sha256 (first 16 hex digits) of the config, the mappings, every weight and the reranker, in a fixed order."""
     digest = hashlib.sha256(_canonical_json(config) + _canonical_json(mappings))
     for tower in towers:
         for name, tensor in sorted(tower.state_dict().items()):
             digest.update(name.encode("utf-8"))
             digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    if reranker is not None:
+        weights = reranker.weights
+        weights.sort_indices()
+        digest.update(_canonical_json(reranker.config()))
+        for array in (weights.indptr, weights.indices, weights.data):
+            digest.update(np.ascontiguousarray(array).tobytes())
     return digest.hexdigest()[:16]
 
 
@@ -61,11 +74,17 @@ class TrainedModel:
     user_tower: UserTower
     item_tower: ItemTower
     recent_items: dict[str, list[str]]  # known users' latest positive items, oldest first
+    reranker: ItemItemReranker | None = None  # the served rerank stage over item_ids' positions, if trained
 
     @property
     def item_ids(self) -> list[str]:
         """Items with a learned id embedding (any other item id encodes through the OOV slot)."""
         return self.features.item_ids
+
+    def item_positions(self, item_ids: Sequence[str]) -> np.ndarray:
+        """Positions of these ids in item_ids (what the reranker takes); rerank.UNKNOWN (-1) for unknown ids."""
+        index = self.features.item_index  # 1-based, 0 is the OOV slot
+        return np.array([index[str(item)] - 1 if str(item) in index else UNKNOWN for item in item_ids], np.int64)
 
     @property
     def user_ids(self) -> list[str]:
@@ -119,10 +138,15 @@ def save_model(
     item_tower: ItemTower,
     recent_items: dict[str, list[str]],
     metrics: dict[str, Any] | None = None,
+    reranker: ItemItemReranker | None = None,
 ) -> str:
-    """Write the model dir all at once (built in a sibling temp dir, then renamed); returns model_version."""
+    """Write the model dir all at once (built in a sibling temp dir, then renamed); returns model_version.
+
+    reranker: the rerank stage over features.item_ids' positions (None: the model serves the towers alone)."""
+    if reranker is not None and reranker.n_items != len(features.item_ids):
+        raise ModelDirError(f"the reranker covers {reranker.n_items} items, the model {len(features.item_ids)}")
     mappings = {"features": features.to_dict(), "recent_items": recent_items}
-    version = content_hash(config, mappings, (user_tower, item_tower))
+    version = content_hash(config, mappings, (user_tower, item_tower), reranker)
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
@@ -131,6 +155,8 @@ def save_model(
         (staging / MAPPINGS_FILE).write_bytes(_canonical_json(mappings))
         torch.save(user_tower.state_dict(), staging / USER_TOWER_FILE)
         torch.save(item_tower.state_dict(), staging / ITEM_TOWER_FILE)
+        if reranker is not None:
+            reranker.save(staging)
         (staging / MODEL_VERSION_FILE).write_text(version + "\n")
         if metrics is not None:
             (staging / METRICS_FILE).write_text(json.dumps(metrics, indent=2))
@@ -157,7 +183,15 @@ def load_model(model_dir: Path) -> TrainedModel:
     user_tower.load_state_dict(torch.load(model_dir / USER_TOWER_FILE, weights_only=True, map_location="cpu"))
     item_tower.load_state_dict(torch.load(model_dir / ITEM_TOWER_FILE, weights_only=True, map_location="cpu"))
     version = (model_dir / MODEL_VERSION_FILE).read_text().strip()
-    if content_hash(config, mappings, (user_tower, item_tower)) != version:
+    try:
+        reranker = ItemItemReranker.load(model_dir)
+    except (RerankerError, OSError, ValueError, KeyError) as exc:
+        raise ModelDirError(f"{model_dir}: unreadable reranker: {exc}") from exc
+    if reranker is not None and reranker.n_items != len(features.item_ids):
+        raise ModelDirError(
+            f"{model_dir}: the reranker covers {reranker.n_items} items, the model {len(features.item_ids)}"
+        )
+    if content_hash(config, mappings, (user_tower, item_tower), reranker) != version:
         raise ModelDirError(f"{model_dir}: model_version {version} does not match the files' content")
     return TrainedModel(
         model_version=version,
@@ -166,4 +200,5 @@ def load_model(model_dir: Path) -> TrainedModel:
         user_tower=user_tower.eval(),
         item_tower=item_tower.eval(),
         recent_items=mappings["recent_items"],
+        reranker=reranker,
     )

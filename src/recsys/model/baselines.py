@@ -33,12 +33,7 @@ def fit_popularity(train_matrix: sp.csr_matrix) -> Scorer:
 def fit_itemknn(train_matrix: sp.csr_matrix) -> Scorer:
     """Item-item cosine similarity on the weighted matrix; a user's score is the sum over their items."""
     matrix = sp.csr_matrix(train_matrix, dtype=np.float32)
-    column_norms = np.sqrt(np.asarray(matrix.multiply(matrix).sum(axis=0)).ravel())
-    inverse_norms = np.divide(1.0, column_norms, out=np.zeros_like(column_norms), where=column_norms > 0)
-    normalised = matrix @ sp.diags(inverse_norms.astype(np.float32))
-    similarity = sp.csr_matrix(normalised.T @ normalised)
-    similarity.setdiag(0.0)  # an item must not vote for itself
-    similarity.eliminate_zeros()
+    similarity = cosine_similarity(matrix)
 
     def score(user_rows: np.ndarray) -> np.ndarray:
         return np.asarray((matrix[user_rows] @ similarity).toarray(), dtype=np.float32)
@@ -46,13 +41,41 @@ def fit_itemknn(train_matrix: sp.csr_matrix) -> Scorer:
     return score
 
 
-def fit_ease(train_matrix: sp.csr_matrix, lam: float) -> Scorer:
-    """EASE (Steck 2019): B = I - P / diag(P) with P = (X^T X + lam' I)^-1, diag(B) = 0.
+def cosine_similarity(train_matrix: sp.csr_matrix) -> sp.csr_matrix:
+    """[n_items, n_items] cosine similarity of the item columns (sparse, float32), zero diagonal."""
+    matrix = sp.csr_matrix(train_matrix, dtype=np.float32)
+    column_norms = np.sqrt(np.asarray(matrix.multiply(matrix).sum(axis=0)).ravel())
+    inverse_norms = np.divide(1.0, column_norms, out=np.zeros_like(column_norms), where=column_norms > 0)
+    normalised = matrix @ sp.diags(inverse_norms.astype(np.float32))
+    similarity = sp.csr_matrix(normalised.T @ normalised)
+    similarity.setdiag(0.0)  # an item must not vote for itself
+    similarity.eliminate_zeros()
+    return similarity
 
-    lam' = lam x the mean squared weight of the stored interactions, so lam means the same on a binary matrix
-    and on one whose interactions all weigh 3 (every MovieLens rating is a purchase): without it, weights
-    would silently divide the regularisation by 9. Only items with at least one training interaction enter the
-    Gram matrix (the others score 0), which keeps the dense inverse as small as the active catalogue.
+
+def fit_ease(train_matrix: sp.csr_matrix, lam: float) -> Scorer:
+    """EASE (Steck 2019) over the active items (see ease_weights); inactive items score 0."""
+    matrix = sp.csr_matrix(train_matrix, dtype=np.float32)
+    active, weights = ease_weights(matrix, lam)
+    active_matrix = matrix[:, active]
+    n_items = matrix.shape[1]
+
+    def score(user_rows: np.ndarray) -> np.ndarray:
+        scores = np.zeros((len(user_rows), n_items), dtype=np.float32)
+        scores[:, active] = active_matrix[user_rows] @ weights
+        return scores
+
+    return score
+
+
+def ease_weights(train_matrix: sp.csr_matrix, lam: float) -> tuple[np.ndarray, np.ndarray]:
+    """EASE's item-item weights: B = I - P / diag(P) with P = (X^T X + lam' I)^-1, diag(B) = 0.
+
+    Returns (active, B): the columns with at least one training interaction, and B [len(active), len(active)]
+    float32 over them. Only active items enter the Gram matrix, which keeps the dense inverse as small as the
+    active catalogue. lam' = lam x the mean squared weight of the stored interactions, so lam means the same on
+    a binary matrix and on one whose interactions all weigh 3 (every MovieLens rating is a purchase): without
+    it, weights would silently divide the regularisation by 9.
     """
     if lam <= 0:
         raise ValueError(f"EASE lambda must be > 0, got {lam}")
@@ -65,13 +88,4 @@ def fit_ease(train_matrix: sp.csr_matrix, lam: float) -> Scorer:
     precision = np.linalg.inv(gram)
     weights = precision / -np.diag(precision)
     weights[np.diag_indices_from(weights)] = 0.0
-    weights = weights.astype(np.float32)
-    active_matrix = sp.csr_matrix(active_matrix, dtype=np.float32)
-    n_items = matrix.shape[1]
-
-    def score(user_rows: np.ndarray) -> np.ndarray:
-        scores = np.zeros((len(user_rows), n_items), dtype=np.float32)
-        scores[:, active] = active_matrix[user_rows] @ weights
-        return scores
-
-    return score
+    return active, weights.astype(np.float32)

@@ -29,7 +29,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from recsys import schema
-from recsys.contract import GATE_METRIC
+from recsys.contract import GATE_METRIC, RERANK_CANDIDATES
 from recsys.model.baselines import EASE_LAMBDAS, Scorer, fit_ease, fit_itemknn, fit_popularity
 from recsys.model.dataset import (
     interaction_codes,
@@ -39,6 +39,8 @@ from recsys.model.dataset import (
     positive_mask,
     read_dataset,
 )
+from recsys.model.rerank import ItemItemReranker
+from recsys.model.rerank_offline import SELECTION_METRIC, fit_reranker, history_matrix, reranked_scores
 
 DEFAULT_KS = (10, 20, 50)
 USER_CHUNK = 512  # users scored per block in rank_metrics: bounds memory at chunk x n_items
@@ -157,8 +159,24 @@ def choose_ease_lambda(
 
 
 # ------------------------------------------------------------------------------------------ the report
-def trained_model_scores(model_dir: Path) -> UserScores:
-    """Scores of a saved two-tower model: encode_users(users, train history) . encode_items(items)."""
+@dataclass(frozen=True)
+class ServedModel:
+    """A model to evaluate: its two-tower scores, and its rerank stage over `item_ids` (the model's item index).
+
+    reranker: the model's own (a loaded model dir), FIT_RERANKER (fit one on the validation part, as training
+    does) or None (no rerank stage: the served ranking is the two-tower's).
+    """
+
+    user_scores: UserScores
+    item_ids: Sequence[str] = ()
+    reranker: ItemItemReranker | str | None = None
+
+
+FIT_RERANKER = "fit"
+
+
+def trained_model(model_dir: Path) -> ServedModel:
+    """A saved model: scores encode_users(users, train history) . encode_items(items), and its reranker."""
     from recsys.model.artifacts import load_model
 
     model = load_model(model_dir)
@@ -166,7 +184,7 @@ def trained_model_scores(model_dir: Path) -> UserScores:
     def score(users: pd.DataFrame, items: pd.DataFrame, train: pd.DataFrame) -> np.ndarray:
         return model.encode_users(users, history=train) @ model.encode_items(items).T
 
-    return score
+    return ServedModel(score, model.item_ids, model.reranker)
 
 
 def evaluate_model_and_baselines(
@@ -178,10 +196,26 @@ def evaluate_model_and_baselines(
     user_scores: UserScores | None = None,
 ) -> dict:
     """Test-part metrics of the model (from `user_scores`, else the model in `model_dir`, else none) and of
-    popularity, ItemKNN and EASE, all fitted on the same train part.
+    popularity, ItemKNN and EASE, all fitted on the same train part. See `evaluate_served_model`."""
+    served = ServedModel(user_scores) if user_scores is not None else None
+    if served is None and model_dir is not None:
+        served = trained_model(model_dir)
+    return evaluate_served_model(data_dir, served, split, k_values, seed)[0]
 
-    Returns {"split", "model": {metric: value}, "baselines": {name: {metric: value}}, "details": {...}};
-    "model" is absent when neither `user_scores` nor `model_dir` is given.
+
+def evaluate_served_model(
+    data_dir: Path,
+    served: ServedModel | None,
+    split: str,
+    k_values: Sequence[int] = DEFAULT_KS,
+    seed: int = 42,
+) -> tuple[dict, ItemItemReranker | None]:
+    """Test-part metrics of the served model and of popularity, ItemKNN and EASE, all fitted on the same train
+    part; and the served model's reranker over its item_ids (the fitted one with FIT_RERANKER).
+
+    Returns ({"split", "model": served metrics, "retrieval": the two-tower alone, "baselines": {name: metrics},
+    "details": {...}}, reranker). "model" and "retrieval" are absent without a model; they are equal without a
+    rerank stage. The served metrics rank each user's top RERANK_CANDIDATES two-tower items by the blend.
     """
     data = read_dataset(data_dir)
     parts = make_split(data.interactions, split, seed)
@@ -197,14 +231,32 @@ def evaluate_model_and_baselines(
         "ease": score_eval_set(ease, test_set, k_values),
     }
     result: dict = {"split": split}
-    if user_scores is None and model_dir is not None:
-        user_scores = trained_model_scores(model_dir)
-    if user_scores is not None:
-        users = data.users.iloc[test_set.user_rows].reset_index(drop=True)
-        scores = np.asarray(user_scores(users, data.items, parts.train), dtype=np.float32)
-        if scores.shape != (len(users), len(data.items)):
-            raise ValueError(f"model scores have shape {scores.shape}, expected {(len(users), len(data.items))}")
-        result["model"] = rank_metrics(scores, test_set.heldout, test_set.exclude, k_values)
+    details: dict = {}
+    reranker: ItemItemReranker | None = None
+    if served is not None:
+        scores = _model_scores(served.user_scores, data.users, data.items, parts.train, test_set.user_rows)
+        result["retrieval"] = rank_metrics(scores, test_set.heldout, test_set.exclude, k_values)
+        result["model"] = result["retrieval"]
+        if served.reranker is not None:
+            # the reranker over the evaluation's item columns; item_positions[j]: model position of column j
+            item_positions = pd.Index(served.item_ids).get_indexer(item_index)
+            if isinstance(served.reranker, ItemItemReranker):
+                reranker = served.reranker
+                on_columns = reranker.reindexed(item_positions)
+            elif served.reranker == FIT_RERANKER:
+                valid_scores = _model_scores(
+                    served.user_scores, data.users, data.items, parts.train, valid_set.user_rows
+                )
+                on_columns, details["valid_served_" + SELECTION_METRIC] = fit_reranker(
+                    train_matrix, ease_lambda, valid_scores, valid_set.user_rows, valid_set.heldout, valid_set.exclude
+                )
+                reranker = on_columns.reindexed(item_index.get_indexer(pd.Index(served.item_ids)))
+            else:
+                raise ValueError(f"reranker must be an ItemItemReranker, {FIT_RERANKER!r} or None")
+            history = history_matrix(train_matrix, test_set.user_rows)
+            reranked = reranked_scores(on_columns, scores, test_set.exclude, history)
+            result["model"] = rank_metrics(reranked, test_set.heldout, test_set.exclude, k_values)
+            details["reranker"] = {**reranker.config(), "candidates": RERANK_CANDIDATES}
     result["baselines"] = baselines
     result["details"] = {
         "seed": seed,
@@ -217,5 +269,16 @@ def evaluate_model_and_baselines(
         "test_interactions": len(parts.test),
         "dropped_interactions": data.dropped_interactions,
         "ease_lambda": ease_lambda,
+        **details,
     }
-    return result
+    return result, reranker
+
+
+def _model_scores(
+    user_scores: UserScores, users: pd.DataFrame, items: pd.DataFrame, train: pd.DataFrame, user_rows: np.ndarray
+) -> np.ndarray:
+    chosen = users.iloc[user_rows].reset_index(drop=True)
+    scores = np.asarray(user_scores(chosen, items, train), dtype=np.float32)
+    if scores.shape != (len(chosen), len(items)):
+        raise ValueError(f"model scores have shape {scores.shape}, expected {(len(chosen), len(items))}")
+    return scores

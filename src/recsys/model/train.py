@@ -1,8 +1,9 @@
 """Train the two-tower model: a softmax over the whole catalogue per user, from a thinned-out history.
 
 `train(data_dir, out_dir, hp)` reads the three parquet files, splits the interactions (dataset.make_split),
-trains on the training part with early stopping on validation Recall@10, and writes the model dir and
-metrics.json (model vs baselines on the test part). Under torchrun it runs DistributedDataParallel (see
+trains on the training part with early stopping on validation Recall@10, fits the rerank stage (item-item
+weights and blend, chosen on validation: rerank_offline.py), and writes the model dir and metrics.json (the
+served model, the towers alone and the baselines on the test part). Under torchrun it runs DistributedDataParallel (see
 distributed.py): rank 0 alone validates and writes.
 
 Where the parts live: hyper-parameters and tower sizes in config.py, the examples in training_data.py, the loss
@@ -230,7 +231,8 @@ def _evaluate_and_save(
     def user_scores(users: pd.DataFrame, items: pd.DataFrame, history: pd.DataFrame) -> np.ndarray:
         return trained.encode_users(users, history) @ trained.encode_items(items, text_cache).T
 
-    metrics = evaluate.evaluate_model_and_baselines(data_dir, None, split, seed=hp.seed, user_scores=user_scores)
+    served = evaluate.ServedModel(user_scores, trained.item_ids, evaluate.FIT_RERANKER)
+    metrics, reranker = evaluate.evaluate_served_model(data_dir, served, split, seed=hp.seed)
     config = model_config(
         hp,
         split=split,
@@ -247,4 +249,5 @@ def _evaluate_and_save(
         item_tower=result.model.item_tower,
         recent_items=recent_positive_items(data.interactions),
         metrics=metrics,
+        reranker=reranker,
     )

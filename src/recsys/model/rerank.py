@@ -1,0 +1,245 @@
+"""The served model's second stage: the two-tower's top candidates reordered by item-item weights.
+
+The towers retrieve (contract.RERANK_CANDIDATES items per user, known items excluded); `ItemItemReranker`
+then adds, for each candidate, how strongly the user's history items point at it:
+
+    blended = two_tower_score + weight * item_item / max |item_item over the candidates|
+
+with item_item[c] = sum over history items h of W[h, c]. W is EASE's closed-form weight matrix (Steck 2019)
+when the catalogue is small enough for its dense inverse (<= EASE_MAX_ITEMS items), otherwise the cosine
+similarity of the item columns; either way each row keeps only its NEIGHBOURS largest entries, so W is a
+sparse [n_items, n_items] CSR matrix over the model's item index (TrainedModel.item_ids). Dividing by the
+largest |item_item| among the candidates puts the item-item part on the cosine's scale for every user, light
+or heavy, so one blend weight fits all (measured on validation, see bench/movielens.py). EASE's lambda and
+the blend weight are chosen on the validation part (rerank_offline.fit_reranker).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+from recsys.model.baselines import cosine_similarity, ease_weights
+
+RERANKER_WEIGHTS_FILE = "reranker.npz"
+RERANKER_CONFIG_FILE = "reranker.json"
+RERANKER_FILES = (RERANKER_WEIGHTS_FILE, RERANKER_CONFIG_FILE)
+EASE_MAX_ITEMS = 20_000  # EASE inverts an n x n matrix: ~1 min at 20k items, beyond that cosine neighbours
+NEIGHBOURS = 200  # weights kept per history item (ML-100K: 200 scores as the full matrix, 100 lost 0.002)
+METHODS = ("ease", "cosine")
+UNKNOWN = -1  # position of an item the model has no index entry for
+
+
+class RerankerError(ValueError):
+    """Bad reranker input, or reranker files that do not fit together."""
+
+
+@dataclass
+class ItemItemReranker:
+    """Item-item weights over the model's items and the blend weight; see the module docstring."""
+
+    weights: sp.csr_matrix  # [n_items, n_items]; row h: how much history item h votes for each item
+    weight: float  # blend weight of the normalised item-item part
+    method: str  # "ease" or "cosine"
+    neighbours: int
+    ease_lambda: float | None = None
+
+    def __post_init__(self) -> None:
+        self.weights = sp.csr_matrix(self.weights, dtype=np.float32)
+        rows, cols = self.weights.shape
+        if rows != cols:
+            raise RerankerError(f"item-item weights must be square, got {self.weights.shape}")
+        if self.method not in METHODS:
+            raise RerankerError(f"unknown reranker method {self.method!r}: expected one of {', '.join(METHODS)}")
+        if not np.isfinite(self.weight) or self.weight < 0:
+            raise RerankerError(f"blend weight must be a finite number >= 0, got {self.weight}")
+
+    @property
+    def n_items(self) -> int:
+        return self.weights.shape[0]
+
+    def score(
+        self,
+        candidate_items: np.ndarray,
+        two_tower_scores: np.ndarray,
+        history_items: Sequence[int],
+        history_weights: Sequence[float] | None = None,
+    ) -> np.ndarray:
+        """Blended score of each candidate (float32, same order); higher is better.
+
+        candidate_items / history_items: positions in the model's item index; UNKNOWN (-1) marks an item the
+        model does not know (a candidate gets no item-item part, a history item is skipped); any other value
+        outside [0, n_items) raises RerankerError. two_tower_scores: the candidates' cosine scores.
+        history_weights: one per history item (default 1).
+        """
+        candidates = self._positions(candidate_items, "candidate_items")
+        base = np.asarray(two_tower_scores, dtype=np.float32).reshape(-1)
+        if base.shape != candidates.shape:
+            raise RerankerError(f"{candidates.size} candidates but {base.size} two-tower scores")
+        history = self._positions(history_items, "history_items")
+        votes = np.ones(history.size, np.float32) if history_weights is None else np.asarray(history_weights)
+        if votes.shape != history.shape:
+            raise RerankerError(f"{history.size} history items but {votes.size} history weights")
+        known = history != UNKNOWN
+        history, votes = history[known], votes[known].astype(np.float32)
+        if not history.size or not candidates.size:
+            return base.copy()
+        item_item = self._item_item(candidates, history, votes)
+        return self._blend(base[None, :], item_item[None, :])[0]
+
+    def score_batch(
+        self, candidate_items: np.ndarray, two_tower_scores: np.ndarray, history: sp.csr_matrix
+    ) -> np.ndarray:
+        """`score` for many users at once (offline evaluation): candidates and two-tower scores [users, C],
+        history [users, n_items] (row u: user u's history weights). Equal to `score` row by row."""
+        candidates = self._positions(candidate_items, "candidate_items").reshape(np.shape(candidate_items))
+        pooled = np.asarray((sp.csr_matrix(history, dtype=np.float32) @ self.weights).toarray())
+        item_item = np.take_along_axis(pooled, np.maximum(candidates, 0), axis=1)
+        item_item[candidates == UNKNOWN] = 0.0
+        return self._blend(np.asarray(two_tower_scores, dtype=np.float32), item_item)
+
+    def reindexed(self, source_positions: np.ndarray) -> ItemItemReranker:
+        """The same reranker over another item index: new item a is old item source_positions[a] (UNKNOWN: an
+        item without weights). Moves a reranker between the evaluation's catalogue and the model's items."""
+        source = self._positions(source_positions, "source_positions")
+        known = np.flatnonzero(source != UNKNOWN)
+        select = sp.csr_matrix(
+            (np.ones(known.size, np.float32), (known, source[known])), shape=(source.size, self.n_items)
+        )
+        return ItemItemReranker(
+            weights=select @ self.weights @ select.T,
+            weight=self.weight,
+            method=self.method,
+            neighbours=self.neighbours,
+            ease_lambda=self.ease_lambda,
+        )
+
+    def _blend(self, base: np.ndarray, item_item: np.ndarray) -> np.ndarray:
+        scale = np.abs(item_item).max(axis=1, keepdims=True)
+        normalised = np.divide(item_item, scale, out=np.zeros_like(item_item), where=scale > 0)
+        return (base + np.float32(self.weight) * normalised).astype(np.float32)
+
+    def _item_item(self, candidates: np.ndarray, history: np.ndarray, votes: np.ndarray) -> np.ndarray:
+        """sum_h votes[h] * W[h, c] for each candidate c, straight from the CSR arrays (no scipy slicing)."""
+        indptr, indices, data = self.weights.indptr, self.weights.indices, self.weights.data
+        starts, lengths = indptr[history], indptr[history + 1] - indptr[history]
+        total = int(lengths.sum())
+        if total == 0:
+            return np.zeros(candidates.size, np.float32)
+        offsets = np.repeat(starts - np.cumsum(lengths) + lengths, lengths) + np.arange(total)
+        pooled = np.bincount(
+            indices[offsets], weights=data[offsets] * np.repeat(votes, lengths), minlength=self.n_items
+        )
+        out = np.zeros(candidates.size, np.float32)
+        known = candidates != UNKNOWN
+        out[known] = pooled[candidates[known]]
+        return out
+
+    def _positions(self, values: np.ndarray | Sequence[int], what: str) -> np.ndarray:
+        positions = np.asarray(values).reshape(-1)
+        if positions.size and not np.issubdtype(positions.dtype, np.integer):
+            raise RerankerError(f"{what} must be integer item positions, got dtype {positions.dtype}")
+        positions = positions.astype(np.int64)
+        bad = (positions < UNKNOWN) | (positions >= self.n_items)
+        if bad.any():
+            raise RerankerError(
+                f"{what} holds {int(bad.sum())} position(s) outside [0, {self.n_items}) (and not -1 = unknown), "
+                f"e.g. {int(positions[bad][0])}"
+            )
+        return positions
+
+    # ---------------------------------------------------------------------------------------- files
+    def save(self, model_dir: Path) -> None:
+        """reranker.npz (the CSR arrays) and reranker.json (weight, method, neighbours, lambda) in model_dir."""
+        model_dir = Path(model_dir)
+        sp.save_npz(model_dir / RERANKER_WEIGHTS_FILE, self.weights, compressed=True)
+        (model_dir / RERANKER_CONFIG_FILE).write_text(json.dumps(self.config(), indent=2, sort_keys=True))
+
+    def config(self) -> dict[str, float | int | str | None]:
+        return {
+            "weight": self.weight,
+            "method": self.method,
+            "neighbours": self.neighbours,
+            "ease_lambda": self.ease_lambda,
+            "n_items": self.n_items,
+        }
+
+    @classmethod
+    def load(cls, model_dir: Path) -> ItemItemReranker | None:
+        """The reranker saved in model_dir; None when it has none (a model trained without it)."""
+        model_dir = Path(model_dir)
+        present = [(model_dir / name).is_file() for name in RERANKER_FILES]
+        if not any(present):
+            return None
+        if not all(present):
+            raise RerankerError(f"{model_dir}: {' and '.join(RERANKER_FILES)} must both be present or both absent")
+        config = json.loads((model_dir / RERANKER_CONFIG_FILE).read_text())
+        weights = sp.load_npz(model_dir / RERANKER_WEIGHTS_FILE)
+        if weights.shape[0] != config["n_items"]:
+            raise RerankerError(
+                f"{model_dir}: reranker weights cover {weights.shape[0]} items, config says {config['n_items']}"
+            )
+        return cls(
+            weights=weights,
+            weight=float(config["weight"]),
+            method=config["method"],
+            neighbours=int(config["neighbours"]),
+            ease_lambda=config["ease_lambda"],
+        )
+
+
+# -------------------------------------------------------------------------------------------- fitting W
+def item_item_weights(
+    train_matrix: sp.csr_matrix, method: str, ease_lambda: float | None, neighbours: int = NEIGHBOURS
+) -> sp.csr_matrix:
+    """[n_items, n_items] item-item weights from the user x item training matrix, each row cut to its
+    `neighbours` entries largest in absolute value (EASE's negative weights carry signal too: measured)."""
+    if method == "ease":
+        if ease_lambda is None:
+            raise RerankerError("EASE weights need a lambda")
+        active, block = ease_weights(train_matrix, ease_lambda)
+        kept = _top_per_row(block, neighbours)
+        n_items = train_matrix.shape[1]
+        coo = kept.tocoo()
+        return sp.csr_matrix((coo.data, (active[coo.row], active[coo.col])), shape=(n_items, n_items))
+    if method == "cosine":
+        return _top_per_row(cosine_similarity(train_matrix), neighbours)
+    raise RerankerError(f"unknown reranker method {method!r}: expected one of {', '.join(METHODS)}")
+
+
+def _top_per_row(matrix: np.ndarray | sp.spmatrix, neighbours: int) -> sp.csr_matrix:
+    """Each row's `neighbours` entries largest in absolute value, as CSR (float32)."""
+    if neighbours < 1:
+        raise RerankerError(f"neighbours must be >= 1, got {neighbours}")
+    if sp.issparse(matrix):
+        return _top_per_sparse_row(sp.csr_matrix(matrix, dtype=np.float32), neighbours)
+    dense = np.asarray(matrix, dtype=np.float32)
+    n_rows, n_cols = dense.shape
+    if neighbours >= n_cols:
+        return sp.csr_matrix(dense)
+    cols = np.argpartition(-np.abs(dense), neighbours - 1, axis=1)[:, :neighbours]
+    values = np.take_along_axis(dense, cols, axis=1)
+    rows = np.repeat(np.arange(n_rows), neighbours)
+    kept = sp.csr_matrix((values.ravel(), (rows, cols.ravel())), shape=dense.shape, dtype=np.float32)
+    kept.eliminate_zeros()
+    return kept
+
+
+def _top_per_sparse_row(csr: sp.csr_matrix, neighbours: int) -> sp.csr_matrix:
+    keep = []
+    for row in range(csr.shape[0]):
+        start, end = csr.indptr[row], csr.indptr[row + 1]
+        if end - start > neighbours:
+            keep.append(start + np.argpartition(-np.abs(csr.data[start:end]), neighbours - 1)[:neighbours])
+        else:
+            keep.append(np.arange(start, end))
+    kept = np.concatenate(keep) if keep else np.empty(0, np.int64)
+    rows = np.repeat(np.arange(csr.shape[0]), np.diff(csr.indptr))
+    kept_matrix = sp.csr_matrix((csr.data[kept], (rows[kept], csr.indices[kept])), shape=csr.shape, dtype=np.float32)
+    kept_matrix.eliminate_zeros()
+    return kept_matrix
