@@ -23,6 +23,17 @@ ROOT = BENCH_DIR.parent
 RESULTS_DIR = BENCH_DIR / "results"
 BENCHMARKS_MD = ROOT / "BENCHMARKS.md"
 
+# the quality tables' model rows: what the predictor serves (the two-tower's candidates reranked item-item) and
+# the two-tower alone (its retrieval stage), from metrics.json's "model" and "retrieval"
+SERVED = "two-tower + item-item rerank (served)"
+RETRIEVAL = "two-tower (retrieval only)"
+QUALITY_METHODS = (SERVED, RETRIEVAL, "popularity", "itemknn", "ease")
+
+
+def metrics_by_method(metrics: dict) -> dict[str, dict[str, float]]:
+    """metrics.json -> {method: {metric: value}} in QUALITY_METHODS' names."""
+    return {SERVED: metrics["model"], RETRIEVAL: metrics["retrieval"], **metrics["baselines"]}
+
 
 @dataclass
 class Goal:

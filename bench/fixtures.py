@@ -16,6 +16,7 @@ from recsys import schema
 QUICK_SIZES = {"n_users": 100, "n_items": 300, "n_interactions": 3000}
 SEED = 42
 TEXT_COLUMNS = (schema.PRODUCT_NAME, schema.ABOUT_PRODUCT)
+BENCH_BLEND_WEIGHT = 0.5  # within the range validation picks on ML-100K (0.4-1.5)
 
 
 def generate_data(out: Path, n_users: int, n_items: int, n_interactions: int, seed: int = SEED) -> Path:
@@ -35,7 +36,11 @@ def training_hyperparameters(epochs: int):
 def fit_and_save(data_dir: Path, out_dir: Path, epochs: int) -> Path:
     """A model dir like `recsys train` writes, from the same training loop and defaults, without the baseline
     evaluation (EASE inverts an items x items matrix per lambda: most of a minute at 10k items) and without
-    metrics.json: for benchmarks that need a trained model, not its quality."""
+    metrics.json: for benchmarks that need a trained model, not its quality.
+
+    Its reranker holds cosine item-item weights (what training fits above rerank.EASE_MAX_ITEMS items) and a fixed
+    blend weight instead of the validation-chosen EASE ones: the same NEIGHBOURS weights per item, so the same
+    serving cost."""
     import torch
 
     from recsys.model.artifacts import save_model
@@ -48,7 +53,8 @@ def fit_and_save(data_dir: Path, out_dir: Path, epochs: int) -> Path:
 
     data = read_training_data(data_dir)
     hp = training_hyperparameters(epochs)
-    result = fit(data, make_split(data.interactions, "temporal", SEED), hp, Runtime(torch.device("cpu")))
+    parts = make_split(data.interactions, "temporal", SEED)
+    result = fit(data, parts, hp, Runtime(torch.device("cpu")))
     save_model(
         out_dir,
         config=model_config(hp),
@@ -56,8 +62,21 @@ def fit_and_save(data_dir: Path, out_dir: Path, epochs: int) -> Path:
         user_tower=result.model.user_tower,
         item_tower=result.model.item_tower,
         recent_items=recent_positive_items(data.interactions),
+        reranker=cosine_reranker(parts.train, result.features.item_ids),
     )
     return out_dir
+
+
+def cosine_reranker(train: pd.DataFrame, item_ids: list[str]):
+    """An ItemItemReranker over `item_ids` (the model's item index) from the train part's positive interactions."""
+    from recsys.model.dataset import interaction_matrix
+    from recsys.model.rerank import NEIGHBOURS, ItemItemReranker, item_item_weights
+
+    items = pd.Index(item_ids)
+    known = train[train[schema.ITEM_ID].astype(str).isin(items)]
+    users = pd.Index(known[schema.USER_ID].astype(str).unique())
+    weights = item_item_weights(interaction_matrix(known, users, items), "cosine", None, NEIGHBOURS)
+    return ItemItemReranker(weights=weights, weight=BENCH_BLEND_WEIGHT, method="cosine", neighbours=NEIGHBOURS)
 
 
 def unit_rows(matrix: np.ndarray) -> np.ndarray:

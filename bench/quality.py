@@ -1,5 +1,6 @@
-"""Quality: the two-tower model vs popularity, ItemKNN and EASE on the default synthetic data, temporal and random
-splits, Recall / NDCG at 10, 20, 50 (full ranking over all items, each user's known items excluded).
+"""Quality: the served model (two-tower retrieval + item-item rerank) and the two-tower alone vs popularity, ItemKNN
+and EASE on the default synthetic data, temporal and random splits, Recall / NDCG at 10, 20, 50 (full ranking over
+all items, each user's known items excluded).
 """
 
 from __future__ import annotations
@@ -7,15 +8,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from bench.common import RESULTS_DIR, Goal, Result, table
+from bench.common import QUALITY_METHODS, RESULTS_DIR, SERVED, Goal, Result, metrics_by_method, table
 from bench.env import load_note, quick, workspace
 from bench.fixtures import QUICK_SIZES, SEED, generate_data
 from recsys.contract import DEFAULT_SIZES
 
 SPLITS = ("temporal", "random")
 KS = (10, 20, 50)
-METHODS = ("two-tower", "popularity", "itemknn", "ease")
+METHODS = QUALITY_METHODS
 POPULARITY_FACTOR = 3.0
+EASE_FACTOR = 0.95  # issue 12: the served model's NDCG@10 >= 0.95x EASE's on the default data
 
 
 def train_and_score(data: Path, out: Path, split: str) -> dict:
@@ -29,10 +31,6 @@ def train_and_score(data: Path, out: Path, split: str) -> dict:
     return json.loads((out / METRICS_FILE).read_text())
 
 
-def by_method(metrics: dict) -> dict[str, dict[str, float]]:
-    return {"two-tower": metrics["model"], **metrics["baselines"]}
-
-
 def run() -> Result:
     started_under = load_note()
     sizes = QUICK_SIZES if quick() else DEFAULT_SIZES
@@ -42,11 +40,11 @@ def run() -> Result:
         for split in SPLITS:
             print(f"   quality: {split} split", flush=True)
             results[split] = train_and_score(data, root / f"model-{split}", split)
-    scores = {split: by_method(m) for split, m in results.items()}
+    scores = {split: metrics_by_method(m) for split, m in results.items()}
     plot(scores, RESULTS_DIR / "quality.png")
     return Result(
         name="quality",
-        title="Quality: two-tower vs popularity, ItemKNN, EASE",
+        title="Quality: two-tower + item-item rerank vs popularity, ItemKNN, EASE",
         command="python -m bench quality",
         markdown=markdown(scores, results, sizes) + "\n\n" + started_under,
         goals=goals(scores["temporal"]),
@@ -55,22 +53,23 @@ def run() -> Result:
 
 
 def goals(temporal: dict[str, dict[str, float]]) -> list[Goal]:
-    model, pop, knn = (temporal[m]["recall@10"] for m in ("two-tower", "popularity", "itemknn"))
+    model, pop, ease = (temporal[m]["ndcg@10"] for m in (SERVED, "popularity", "ease"))
     ratio = model / pop if pop > 0 else float("inf")
+    to_ease = model / ease if ease > 0 else float("inf")
     return [
         Goal(
-            figure="two-tower recall@10 vs popularity (temporal split)",
+            figure="served model NDCG@10 vs popularity (temporal split)",
             goal=f">= {POPULARITY_FACTOR:g}x popularity",
             measured=f"{model:.4f} vs {pop:.4f} ({ratio:.1f}x)",
             met=ratio >= POPULARITY_FACTOR,
             limited_by="" if ratio >= POPULARITY_FACTOR else "model quality on this data (see the quality section)",
         ),
         Goal(
-            figure="two-tower recall@10 vs ItemKNN (temporal split)",
-            goal="> ItemKNN",
-            measured=f"{model:.4f} vs {knn:.4f}",
-            met=model > knn,
-            limited_by="" if model > knn else "model quality on this data (see the quality section)",
+            figure="served model NDCG@10 vs EASE (temporal split)",
+            goal=f">= {EASE_FACTOR:g}x EASE",
+            measured=f"{model:.4f} vs {ease:.4f} ({to_ease:.2f}x)",
+            met=to_ease >= EASE_FACTOR,
+            limited_by="" if to_ease >= EASE_FACTOR else "model quality on this data (see the quality section)",
         ),
     ]
 
@@ -94,7 +93,8 @@ def markdown(scores: dict, raw: dict, sizes: dict) -> str:
             f"`recsys generate` with {sizes['n_users']} users, {sizes['n_items']} items, "
             f"{sizes['n_interactions']} interactions, seed {SEED}; then `recsys train --split temporal|random` "
             "(early stopping on validation Recall@10; baselines fitted on the same training part, EASE's lambda "
-            "chosen on the validation part). Temporal: each user's latest interactions held out; random: per-user "
+            "chosen on the validation part). The served model reranks the two-tower's top 200 unseen items with "
+            "EASE item-item weights (blend weight chosen on validation NDCG@10). Temporal: each user's latest interactions held out; random: per-user "
             "80/10/10. Full ranking over all items; each user's known items excluded.",
             "",
             table(header, rows),

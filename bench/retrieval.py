@@ -143,7 +143,7 @@ def measure_case(conn, kind: str, ids: list[str], vectors: np.ndarray, queries: 
             "copy_s": upsert.copy_s,
             "copy_rows_per_s": upsert.copy_rows_per_s,
             "hnsw_build_s": upsert.index_build_s,
-            "maintenance_work_mem": tables.HNSW_MAINTENANCE_WORK_MEM,
+            "maintenance_work_mem": f"{tables.hnsw_build_memory_mb(n, vectors.shape[1])}MB",
             "load_into_memory_s": load_s,
             "feast_table_copy_s": feast_copy_s,
         },

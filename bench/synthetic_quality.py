@@ -1,6 +1,7 @@
-"""The quality table on the default synthetic data: the two-tower model, popularity, ItemKNN and EASE on the
-temporal and random splits, mean +- std over seeds. Each seed generates its own data set and drives the split
-and the training run (`recsys train`: early stopping on validation, baselines fitted on the same train part).
+"""The quality table on the default synthetic data: the served model (two-tower + item-item rerank), the two-tower
+alone, popularity, ItemKNN and EASE on the temporal and random splits, mean +- std over seeds. Each seed generates
+its own data set and drives the split and the training run (`recsys train`: early stopping on validation,
+baselines fitted on the same train part).
 
 bench/quality.py puts the table in the quality section of `make bench`; alone:
 `python -m bench.synthetic_quality [--quick]` prints it.
@@ -17,13 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import table
+from bench.common import QUALITY_METHODS, metrics_by_method, table
 from bench.fixtures import QUICK_SIZES, generate_data
 from recsys.contract import DEFAULT_SIZES
 
 SEEDS = (42, 43, 44)
 SPLITS = ("temporal", "random")
-METHODS = ("two-tower", "popularity", "itemknn", "ease")
+METHODS = QUALITY_METHODS
 TABLE_METRICS = ("ndcg@10", "recall@10", "ndcg@50", "recall@50")
 
 
@@ -55,7 +56,7 @@ def synthetic_quality(
         data = generate_data(workdir / f"data-{seed}", **sizes, seed=seed)
         for split in splits:
             metrics = _train_and_score(data, workdir / f"model-{seed}-{split}", split, seed, epochs)
-            for method, values in {"two-tower": metrics["model"], **metrics["baselines"]}.items():
+            for method, values in metrics_by_method(metrics).items():
                 runs[split, method].append(values)
     return [_aggregate(split, method, runs[split, method], seeds) for split in splits for method in METHODS]
 

@@ -130,7 +130,7 @@ def publish_speed(n: int) -> dict:
         "copy_s": result.copy_s,
         "copy_rows_per_s": result.copy_rows_per_s,
         "hnsw_build_s": result.index_build_s,
-        "maintenance_work_mem": tables.HNSW_MAINTENANCE_WORK_MEM,
+        "maintenance_work_mem": f"{tables.hnsw_build_memory_mb(n, vectors.shape[1])}MB",
     }
 
 

@@ -6,6 +6,9 @@ generate -> [images, GPU, optional] -> include logged events -> feast apply -> m
 The steps after generate form one sub-pipeline (`offline_steps`) that runs on either branch of the images
 switch. Why not dsl.OneOf: kfp.local (2.17) cannot resolve a OneOf over artifacts, and the same DAG must run here
 and on a cluster.
+
+`recommender_pipeline` trains in the train step's pod; `build_pipeline(DistributedTraining(...))` (the CLI's
+`--train-workers N`) builds the same DAG whose train step runs a Kubeflow Trainer TrainJob instead.
 """
 
 # no `from __future__ import annotations`: kfp reads the real annotation objects

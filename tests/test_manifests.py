@@ -135,6 +135,28 @@ def test_inference_service_manifest_is_what_the_deploy_step_writes() -> None:
 
 
 @pytest.mark.unit
+def test_predictor_autoscales_on_cpu_of_its_full_request() -> None:
+    """HPA (RawDeployment) between 2 and 8 replicas at 60% CPU; the percentage is of the request, so the request is
+    the whole limit; the local overlay keeps one replica; Postgres admits every replica's pools."""
+    [isvc] = documents(MANIFESTS / "base" / "inferenceservice.yaml")
+    predictor = isvc["spec"]["predictor"]
+    assert isvc["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "RawDeployment"
+    assert (predictor["minReplicas"], predictor["maxReplicas"]) == (2, 8)
+    assert (predictor["scaleMetric"], predictor["scaleTarget"]) == ("cpu", 60)
+    resources = predictor["containers"][0]["resources"]
+    assert resources["requests"]["cpu"] == resources["limits"]["cpu"] == "2"
+    [postgres] = [d for d in documents(MANIFESTS / "base" / "postgres.yaml") if d["kind"] == "StatefulSet"]
+    args = postgres["spec"]["template"]["spec"]["containers"][0]["args"]
+    connections_per_replica = 2 * (4 + 10)  # processes x (ServingSettings.pool_size + Feast's max_conn)
+    assert int(args[args.index("-c") + 1].removeprefix("max_connections=")) >= 8 * connections_per_replica
+    local = subprocess.run(
+        ["kubectl", "kustomize", str(MANIFESTS / "overlays" / "local")], capture_output=True, text=True, check=True
+    ).stdout
+    [local_isvc] = [d for d in yaml.safe_load_all(local) if d and d["kind"] == "InferenceService"]
+    assert (local_isvc["spec"]["predictor"]["minReplicas"], local_isvc["spec"]["predictor"]["maxReplicas"]) == (1, 1)
+
+
+@pytest.mark.unit
 def test_every_pod_runs_non_root_without_privilege_escalation_or_capabilities() -> None:
     pods = [spec for _, doc in all_documents() for spec in pod_specs(doc)]
     assert len(pods) == 4  # postgres, feast-apply job, predictor, storefront

@@ -58,7 +58,6 @@ class Setup:
     plain_version: str  # the same towers, written without a reranker (an artifact older than it)
     users: pd.DataFrame  # indexed by user_id
     items: pd.DataFrame
-    interactions: pd.DataFrame
 
 
 def rewritten(model: TrainedModel, out_dir: Path, reranker: ItemItemReranker | None) -> str:
@@ -75,23 +74,6 @@ def rewritten(model: TrainedModel, out_dir: Path, reranker: ItemItemReranker | N
     )
 
 
-def _dev_reranker(model: TrainedModel, interactions: pd.DataFrame) -> ItemItemReranker:  # TEMP until train() fits one
-    import scipy.sparse as sp
-
-    from recsys.model.rerank import item_item_weights
-
-    positive = interactions[interactions[schema.INTERACTION_TYPE] != schema.NEGATIVE_VIEW]
-    cols = model.item_positions(positive[schema.ITEM_ID].astype(str).tolist())
-    users, rows = np.unique(positive[schema.USER_ID].astype(str), return_inverse=True)
-    keep = cols >= 0
-    matrix = sp.csr_matrix(
-        (np.ones(keep.sum(), np.float32), (rows[keep], cols[keep])), shape=(len(users), len(model.item_ids))
-    )
-    return ItemItemReranker(
-        weights=item_item_weights(matrix, "cosine", None), weight=0.5, method="cosine", neighbours=100
-    )
-
-
 @pytest.fixture(scope="module")
 def setup(pg_dsn: str, tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     root = tmp_path_factory.mktemp("rerank")
@@ -102,8 +84,6 @@ def setup(pg_dsn: str, tiny_data: Path, tmp_path_factory: pytest.TempPathFactory
         train_model(tiny_data, root / "trained", seed=401)
         apply_and_materialize(repo)
         trained = load_model(root / "trained")
-        if trained.reranker is None:  # TEMP until train() fits one
-            trained.reranker = _dev_reranker(trained, pd.read_parquet(tiny_data / schema.INTERACTIONS_FILE))
         assert trained.reranker is not None, "train() wrote no reranker"
         # a blend weight that surely reorders (validation may pick a small one on the tiny data)
         version = rewritten(trained, models / "reranked", replace(trained.reranker, weight=SERVED_BLEND_WEIGHT))
@@ -118,7 +98,6 @@ def setup(pg_dsn: str, tiny_data: Path, tmp_path_factory: pytest.TempPathFactory
             plain_version=plain_version,
             users=pd.read_parquet(tiny_data / schema.USERS_FILE).set_index(schema.USER_ID),
             items=pd.read_parquet(tiny_data / schema.ITEMS_FILE),
-            interactions=pd.read_parquet(tiny_data / schema.INTERACTIONS_FILE),
         )
 
 
@@ -198,7 +177,7 @@ class Offline:
         )
         items = [*self.model.recent_items.get(user_id, []), *past.purchased, *past.carted, *past.viewed,
                  *past.pending, *(bought if rerank_bought else ())]  # fmt: skip
-        reranker, history = self.model.reranker, self.model.item_positions(items)
+        reranker, history = self.model.reranker, self.model.item_positions(list(dict.fromkeys(items)))
 
         def select(rows: np.ndarray, scores: np.ndarray) -> FilterResult:
             result = self.filters.apply(rows, scores, facts, MOMENT)

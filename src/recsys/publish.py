@@ -25,7 +25,9 @@ from recsys.config import get_settings
 from recsys.model.dataset import interaction_codes, items_per_user, read_dataset
 from recsys.vector_index import registry, tables, writes
 
-TOP_K_USER_CHUNK = 1024  # users per score block: bounds memory at chunk x n_items floats
+TOP_K_USER_CHUNK = 1024  # users per score block at most
+# floats per score block (128 MB): at 1M items 1024 users would hold 4 GB of scores, and argpartition copies them
+TOP_K_BLOCK_FLOATS = 2**25
 
 OFFLINE_FILES = {
     schema.VIEW_ITEM_EMBEDDING: schema.ITEM_EMBEDDING_FILE,
@@ -61,8 +63,9 @@ def top_k_per_user(
     depth = min(k, n_items)
     columns = np.full((n_users, k), -1, dtype=np.int64)
     scores = np.full((n_users, k), -np.inf, dtype=np.float32)
-    for start in range(0, n_users, TOP_K_USER_CHUNK):
-        stop = min(start + TOP_K_USER_CHUNK, n_users)
+    chunk = max(1, min(TOP_K_USER_CHUNK, TOP_K_BLOCK_FLOATS // max(n_items, 1)))
+    for start in range(0, n_users, chunk):
+        stop = min(start + chunk, n_users)
         block = user_vectors[start:stop] @ item_vectors.T
         lengths = [len(exclude[u]) for u in range(start, stop)]
         if sum(lengths):

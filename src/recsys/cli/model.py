@@ -11,7 +11,7 @@ import typer
 
 from recsys import schema
 from recsys.cli.output import console, fail, setting_default
-from recsys.cli.tables import publish_table, split_metrics_table
+from recsys.cli.tables import publish_table, ranker_metrics, split_metrics_table
 from recsys.config import get_settings
 from recsys.contract import GATE_METRIC
 from recsys.model.config import Hyperparameters
@@ -82,7 +82,7 @@ def train_cmd(
         return  # under torchrun only rank 0 reports
     stored = model_store.add(model_dir, store, move=out is None)
     result = json.loads((stored.path / METRICS_FILE).read_text())
-    console.print(split_metrics_table(split, result, {"two-tower": result["model"]} | result["baselines"]))
+    console.print(split_metrics_table(split, result, ranker_metrics(result)))
     config = json.loads((stored.path / CONFIG_FILE).read_text())["training"]
     if config.get("inputs_off"):
         console.print(f"inputs off (their columns are missing or empty): {', '.join(config['inputs_off'])}")
@@ -139,7 +139,7 @@ def evaluate_cmd(
             result = evaluate_model_and_baselines(data or settings.data_dir, model_dir, split, k_values, seed)
     except (ValueError, FileNotFoundError) as exc:
         fail(str(exc))
-    systems = ({"model": result["model"]} if "model" in result else {}) | result["baselines"]
+    systems = ranker_metrics(result)
     console.print(split_metrics_table(split, result, systems))
     console.print(f"EASE lambda (chosen on valid): {result['details']['ease_lambda']:g}")
     if out is not None:

@@ -41,9 +41,16 @@ def split_metrics_table(split: str, result: Mapping[str, Any], systems: Mapping[
     return metrics_table(f"{split} split: test part, {users:,} users, full ranking", systems)
 
 
+def ranker_metrics(metrics: dict) -> dict[str, dict[str, float]]:
+    """metrics.json -> one entry per ranker: the served model (two-tower + rerank), the towers alone, baselines."""
+    model = {"served": metrics["model"]} if "model" in metrics else {}
+    towers = {"towers alone": metrics["retrieval"]} if "retrieval" in metrics else {}
+    return model | towers | metrics["baselines"]
+
+
 def pipeline_run_table(run: LocalRun) -> Table:
     """The model against the baselines on the gate metric and NDCG@10, as a pipeline run measured them."""
-    systems = {"two-tower": run.metrics["model"], **run.metrics["baselines"]}
+    systems = ranker_metrics(run.metrics)
     return metrics_table(f"pipeline run in {run.seconds:.0f} s, model {run.model_version}", systems, SUMMARY_METRICS)
 
 

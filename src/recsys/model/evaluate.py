@@ -8,6 +8,9 @@ Protocol (the same for the two-tower model and every baseline):
   test) are excluded from the ranking and from relevance. Only positive held-out interactions are relevant.
 - Metrics are averaged over the users with at least one relevant test item; Recall@k = hits / relevant,
   NDCG@k with binary gains and the ideal DCG of min(relevant, k) hits.
+- The model's reported ("model") metrics are the served model's: each user's top RERANK_CANDIDATES two-tower
+  items (known items excluded) reranked by the item-item stage (rerank.py; blend chosen on validation, the
+  user's training items as history); "retrieval" holds the two-tower's own full ranking.
 
 Against RecBole's protocol (eval_args split RS 8:1:1, group_by user, order RO, mode full), on MovieLens-100K:
 the same random per-user 80/10/10, full ranking, train items masked (train + valid for test), users embedded
