@@ -4,8 +4,10 @@ bulk writer into Feast's own online table (Feast's `write_to_online_store` manag
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -121,6 +123,21 @@ def copy_into_feast_view(view_name: str, ids: list[str], vectors: np.ndarray, mo
 
     tests/test_bench.py checks the layout against rows Feast wrote itself.
     """
+    from feast.protos.feast.types.Value_pb2 import FloatList, Value
+
+    from recsys.feature_store import get_store
+
+    view = get_store().get_feature_view(view_name)
+    vector_name = next(f.name for f in view.features if f.name != schema.MODEL_VERSION)
+    version_value = Value(string_val=model_version)
+    rows = ({vector_name: Value(float_list_val=FloatList(val=v.tolist())), schema.MODEL_VERSION: version_value}
+            for v in vectors)  # fmt: skip
+    return copy_into_feast_table(view_name, ids, rows)
+
+
+def copy_into_feast_table(view_name: str, ids: list[str], features: Iterable[dict[str, Any]]) -> float:
+    """Write one row per (entity, feature) of `features` (feature name -> Feast Value proto, one dict per id)
+    into the view's online table with one COPY, replacing its rows; seconds taken."""
     import time
 
     from feast.infra.online_stores.postgres_online_store.postgres import (
@@ -130,7 +147,7 @@ def copy_into_feast_view(view_name: str, ids: list[str], vectors: np.ndarray, mo
         serialize_entity_key,
     )
     from feast.protos.feast.types.EntityKey_pb2 import EntityKey
-    from feast.protos.feast.types.Value_pb2 import FloatList, Value
+    from feast.protos.feast.types.Value_pb2 import Value
 
     from recsys import db
     from recsys.feature_store import get_store
@@ -138,8 +155,6 @@ def copy_into_feast_view(view_name: str, ids: list[str], vectors: np.ndarray, mo
     store = get_store()
     view = store.get_feature_view(view_name)
     (join_key,) = view.join_keys
-    vector_name = next(f.name for f in view.features if f.name != schema.MODEL_VERSION)
-    version_value = Value(string_val=model_version)
     key_version = store.config.entity_key_serialization_version
     now = _to_naive_utc(datetime.now(UTC))
     table = feast_table(view_name)
@@ -157,12 +172,11 @@ def copy_into_feast_view(view_name: str, ids: list[str], vectors: np.ndarray, mo
             sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, columns))
         )
         with conn.cursor() as cur, cur.copy(copy_sql) as copy:
-            for item_id, vector in zip(ids, vectors, strict=True):
+            for item_id, values in zip(ids, features, strict=True):
                 key = serialize_entity_key(
                     EntityKey(join_keys=[join_key], entity_values=[Value(string_val=item_id)]), key_version
                 )
-                vector_value = Value(float_list_val=FloatList(val=vector.tolist()))
-                for name, value in ((vector_name, vector_value), (schema.MODEL_VERSION, version_value)):
+                for name, value in values.items():
                     text, number = extract_text_and_num(value, "value_num" in columns)
                     row = {
                         "entity_key": key,

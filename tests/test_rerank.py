@@ -3,13 +3,17 @@ weight chosen on validation, bad input, and the reranker travelling with the mod
 
 from __future__ import annotations
 
+from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import scipy.sparse as sp
 import torch
 
+from recsys import schema
 from recsys.model import artifacts
 from recsys.model import rerank as rr
 from recsys.model.baselines import ease_weights
@@ -68,24 +72,36 @@ def test_truncation_keeps_each_rows_largest_weights_by_magnitude() -> None:
         rr.item_item_weights(matrix, "svd", None)
 
 
-def test_single_user_score_equals_the_batch_path_and_handles_unknown_items() -> None:
+@pytest.mark.parametrize("half_life", [None, 2.0])
+@pytest.mark.parametrize("read_from", ["history rows", "candidate columns"])
+def test_single_user_score_equals_the_batch_path_and_handles_unknown_items(
+    read_from: str, half_life: float | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(rr, "HISTORY_ROWS_MAX_ENTRIES", 10**9 if read_from == "history rows" else -1)
     weights = rr.item_item_weights(paired_matrix(), "ease", 10.0, neighbours=8)
-    model = reranker(weights, weight=0.5)
+    model = replace(reranker(weights, weight=0.5), half_life=half_life)
     rng = np.random.default_rng(1)
     candidates = np.stack([rng.choice(40, size=10, replace=False) for _ in range(4)])
     base = rng.random((4, 10)).astype(np.float32)
-    histories = [rng.choice(40, size=5, replace=False) for _ in range(4)]
-    history = sp.csr_matrix(
-        (np.ones(20, np.float32), (np.repeat(np.arange(4), 5), np.concatenate(histories))), shape=(4, 40)
-    )
+    histories = [rng.choice(40, size=5, replace=False) for _ in range(4)]  # oldest first
+    votes = np.tile(rr.recency_weights(5, half_life), 4)
+    history = sp.csr_matrix((votes, (np.repeat(np.arange(4), 5), np.concatenate(histories))), shape=(4, 40))
     batch = model.score_batch(candidates, base, history)
     for row in range(4):
         single = model.score(candidates[row], base[row], histories[row].tolist())
         np.testing.assert_allclose(single, batch[row], rtol=1e-5, atol=1e-6)
+    # an item listed twice counts once, as its newest occurrence
+    for repeated, unique in (([0, 0, 2], [0, 2]), ([0, 2, 0], [2, 0])):
+        np.testing.assert_allclose(
+            model.score(np.array([1, 3]), np.zeros(2), repeated), model.score(np.array([1, 3]), np.zeros(2), unique)
+        )
     # -1 = unknown to the model: a candidate keeps its two-tower score, a history item is skipped
     with_unknown = model.score(np.array([-1, 1]), np.array([0.3, 0.2]), [0, -1])
     assert with_unknown[0] == pytest.approx(0.3)
     np.testing.assert_allclose(with_unknown, model.score(np.array([-1, 1]), np.array([0.3, 0.2]), [0]))
+    # duplicated candidates get equal scores
+    twice = model.score(np.array([1, 3, 1]), np.zeros(3), [0, 2])
+    assert twice[0] == twice[2] != 0
     # no history: the two-tower order stands
     np.testing.assert_allclose(model.score(np.array([3, 4]), np.array([0.1, 0.9]), []), [0.1, 0.9])
 
@@ -100,8 +116,8 @@ def test_bad_input_is_rejected_with_a_clear_error() -> None:
         model.score(np.array([0, 1]), np.zeros(3), [1])
     with pytest.raises(rr.RerankerError, match="integer item positions"):
         model.score(np.array([0.5]), np.zeros(1), [1])
-    with pytest.raises(rr.RerankerError, match="history weights"):
-        model.score(np.array([0]), np.zeros(1), [1, 2], history_weights=[1.0])
+    with pytest.raises(rr.RerankerError, match="half_life"):
+        replace(model, half_life=0.0)
     with pytest.raises(rr.RerankerError, match="blend weight"):
         reranker(model.weights, weight=-1.0)
     with pytest.raises(rr.RerankerError, match="square"):
@@ -148,23 +164,64 @@ def test_blend_weight_is_chosen_on_validation() -> None:
     train.eliminate_zeros()
     exclude = [train[user].indices for user in rows]
     noise = rng.random((200, 40)).astype(np.float32)
-    chosen, value = fit_reranker(train, 10.0, noise, rows, heldout, exclude)
-    _, towers_alone = fit_reranker(train, 10.0, noise, rows, heldout, exclude, weights=(0.0,))
+    unweighted = {"history_for": lambda half_life: train, "half_lives": (None,)}
+    chosen, value = fit_reranker(train, 10.0, noise, heldout, exclude, **unweighted)
+    _, towers_alone = fit_reranker(train, 10.0, noise, heldout, exclude, **unweighted, weights=(0.0,))
     assert chosen.weight > 0 and value > 0.9 and towers_alone < 0.3
     oracle = np.zeros((200, 40), np.float32)
     oracle[rows, np.concatenate(heldout)] = 1.0
-    chosen, value = fit_reranker(train, 10.0, oracle, rows, heldout, exclude, weights=(0.0, 2.0))
+    chosen, value = fit_reranker(train, 10.0, oracle, heldout, exclude, **unweighted, weights=(0.0, 2.0))
     assert chosen.weight == 0.0 and value == pytest.approx(1.0)
     # the offline score matrix: only each user's top candidates carry a (blended) score
-    served = reranked_scores(chosen, noise, exclude, history_matrix(train, rows), n_candidates=10)
+    served = reranked_scores(chosen, noise, exclude, train, n_candidates=10)
     assert (np.isfinite(served).sum(axis=1) == 10).all()
 
 
+def interactions_frame(per_user: list[list[int]]) -> pd.DataFrame:
+    """Positive interactions, each user's items in time order."""
+    rows = [(f"u{u}", f"i{item}", t) for u, items in enumerate(per_user) for t, item in enumerate(items)]
+    frame = pd.DataFrame(rows, columns=[schema.USER_ID, schema.ITEM_ID, schema.TIMESTAMP])
+    frame[schema.TIMESTAMP] = pd.Timestamp("2024-01-01", tz="UTC") + pd.to_timedelta(frame[schema.TIMESTAMP], "h")
+    return frame
+
+
+def test_history_matrix_weighs_by_recency_as_score_does() -> None:
+    train = interactions_frame([[1, 2, 1, 3], [0]])  # u0 saw i1 twice: its newest occurrence counts
+    users, items = pd.Index(["u0", "u1"]), pd.Index([f"i{i}" for i in range(40)])
+    matrix = history_matrix(train, users, items, np.array([0, 1]), half_life=1.0)
+    np.testing.assert_allclose(matrix.toarray()[:, :4], [[0, 0.5, 0.25, 1.0], [1.0, 0, 0, 0]])
+    assert matrix.nnz == 4
+    assert (history_matrix(train, users, items, np.array([0]), None).toarray()[:, :4] == [[0, 1, 1, 1]]).all()
+    model = replace(reranker(rr.item_item_weights(paired_matrix(), "ease", 10.0, 3)), half_life=1.0)
+    candidates, base = np.array([[0, 1, 2, 3]]), np.zeros((1, 4), np.float32)
+    np.testing.assert_allclose(
+        model.score(candidates[0], base[0], [1, 2, 1, 3]), model.score_batch(candidates, base, matrix[:1])
+    )
+
+
+def test_history_half_life_is_chosen_on_validation() -> None:
+    """Each user has three whole pairs and, later, one half of two more pairs; the partner of the NEWEST half is
+    held out: weighing history by recency finds it, weighing all alike ties it with the older half's partner."""
+    rng = np.random.default_rng(5)
+    sequences, heldout = [], []
+    for _ in range(200):
+        pairs = rng.choice(20, size=5, replace=False)
+        older, newest = (2 * pairs[3:] + rng.integers(2, size=2)).tolist()
+        sequences.append([*(2 * pairs[:3]).tolist(), *(2 * pairs[:3] + 1).tolist(), older, newest])
+        heldout.append(np.array([newest ^ 1]))
+    train = interactions_frame(sequences)
+    users, items = pd.Index(sorted(train[schema.USER_ID].unique())), pd.Index([f"i{i}" for i in range(40)])
+    matrix = history_matrix(train, users, items, np.arange(200), None)
+    rows = users.get_indexer([f"u{u}" for u in range(200)])
+    history_for = partial(history_matrix, train, users, items, rows)
+    exclude = [matrix[row].indices for row in rows]
+    noise = np.random.default_rng(6).random((200, 40)).astype(np.float32) * 0.01
+    chosen, value = fit_reranker(matrix, 10.0, noise, heldout, exclude, history_for, half_lives=(None, 5.0))
+    _, alike = fit_reranker(matrix, 10.0, noise, heldout, exclude, history_for, half_lives=(None,))
+    assert chosen.half_life == 5.0 and value > alike + 0.05
+
+
 def test_model_dir_carries_the_reranker_and_versions_it(tmp_path: Path) -> None:
-    import pandas as pd
-
-    from recsys import schema
-
     users = pd.DataFrame({schema.USER_ID: ["u1", "u2"]})
     items = pd.DataFrame({schema.ITEM_ID: ["i1", "i2", "i3"]})
     positives = pd.DataFrame(

@@ -107,8 +107,9 @@ def server(setup: Setup, tmp_path_factory: pytest.TempPathFactory) -> Iterator[s
         yield url
 
 
-def served(url: str, user_id: str) -> dict:
-    body = {"instances": [{"user_id": user_id, "k": K, "context": CONTEXT}]}
+def served(url: str, user_id: str | None, profile: dict | None = None) -> dict:
+    who = {"user_id": user_id} if profile is None else {"user": profile}
+    body = {"instances": [{**who, "k": K, "context": CONTEXT}]}
     response = httpx.post(url + PREDICT_PATH, json=body, timeout=30)
     assert response.status_code == 200, response.text
     return response.json()["predictions"][0]
@@ -162,20 +163,25 @@ class Offline:
         return (steered / np.linalg.norm(steered)).astype(np.float32)
 
     def ranking(
-        self, user_id: str, vector: np.ndarray, bought: tuple[str, ...] = (), rerank_bought: bool = True
+        self,
+        user_id: str | None,
+        vector: np.ndarray,
+        bought: tuple[str, ...] = (),
+        rerank_bought: bool = True,
+        profile: dict | None = None,
     ) -> list[tuple[str, float]]:
         """Top K (item, score): the two-tower pool through the default filters (widened like the predictor
         widens), then, when the model has a reranker, its best RERANK_CANDIDATES survivors re-scored with the
         user's history as Postgres holds it plus `bought` (unless rerank_bought is off)."""
-        past = self.history(user_id)
-        user = self.setup.users.loc[user_id]
+        past = UserHistory() if user_id is None else self.history(user_id)
+        user = profile if user_id is None else self.setup.users.loc[user_id]
         facts = UserFacts(
             age=int(user[schema.AGE]),
             gender=user[schema.GENDER],
             preferences=parse_preferences(user[schema.PREFERENCES]),
             excluded_items=self.catalogue.positions([*past.purchased, *bought]),
         )
-        items = [*self.model.recent_items.get(user_id, []), *past.purchased, *past.carted, *past.viewed,
+        items = [*self.model.recent_items.get(user_id or "", []), *past.purchased, *past.carted, *past.viewed,
                  *past.pending, *(bought if rerank_bought else ())]  # fmt: skip
         reranker, history = self.model.reranker, self.model.item_positions(list(dict.fromkeys(items)))
 
@@ -196,11 +202,11 @@ class Offline:
             (self.item_ids[row], float(score)) for row, score in zip(result.rows[:K], result.scores[:K], strict=True)
         ]
 
-    def plain(self, user_id: str, vector: np.ndarray) -> list[tuple[str, float]]:
+    def plain(self, user_id: str | None, vector: np.ndarray, profile: dict | None = None) -> list[tuple[str, float]]:
         """The two-tower top K without the reranker, filtered the same way."""
         reranker, self.model.reranker = self.model.reranker, None
         try:
-            return self.ranking(user_id, vector)
+            return self.ranking(user_id, vector, profile=profile)
         finally:
             self.model.reranker = reranker
 
@@ -246,6 +252,17 @@ def test_served_ranking_is_the_offline_reranking_of_the_same_model(
     expected = offline.ranking(reranked_user, vector)
     assert same_ranking(answer, expected), (ranked(answer), expected)
     assert ids(answer) != [i for i, _ in offline.plain(reranked_user, vector)]
+
+
+def test_a_new_profile_keeps_the_two_tower_order(server: str, setup: Setup, offline: Offline) -> None:
+    """No history, nothing to rerank with: the profile's tower vector ranks alone (and the cosine is the score)."""
+    known = setup.users.iloc[0]
+    profile = {"preferences": known[schema.PREFERENCES], "age": 40, "gender": known[schema.GENDER]}
+    answer = served(server, None, profile)
+    assert answer["source"] == "user_tower" and answer["cold_start"] is True
+    vector = offline.model.encode_users(pd.DataFrame([{schema.USER_ID: None, **profile}]))[0]
+    expected = offline.plain(None, vector, profile)
+    assert same_ranking(answer, expected), (ranked(answer), expected)
 
 
 def test_a_purchase_event_feeds_the_rerank_at_once(

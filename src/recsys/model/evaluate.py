@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -251,12 +252,17 @@ def evaluate_served_model(
                     served.user_scores, data.users, data.items, parts.train, valid_set.user_rows
                 )
                 on_columns, details["valid_served_" + SELECTION_METRIC] = fit_reranker(
-                    train_matrix, ease_lambda, valid_scores, valid_set.user_rows, valid_set.heldout, valid_set.exclude
+                    train_matrix,
+                    ease_lambda,
+                    valid_scores,
+                    valid_set.heldout,
+                    valid_set.exclude,
+                    partial(history_matrix, parts.train, user_index, item_index, valid_set.user_rows),
                 )
                 reranker = on_columns.reindexed(item_index.get_indexer(pd.Index(served.item_ids)))
             else:
                 raise ValueError(f"reranker must be an ItemItemReranker, {FIT_RERANKER!r} or None")
-            history = history_matrix(train_matrix, test_set.user_rows)
+            history = history_matrix(parts.train, user_index, item_index, test_set.user_rows, on_columns.half_life)
             reranked = reranked_scores(on_columns, scores, test_set.exclude, history)
             result["model"] = rank_metrics(reranked, test_set.heldout, test_set.exclude, k_values)
             details["reranker"] = {**reranker.config(), "candidates": RERANK_CANDIDATES}

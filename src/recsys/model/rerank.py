@@ -34,6 +34,9 @@ EASE_MAX_ITEMS = 20_000
 # weights kept per history item (ML-100K validation NDCG@10: 200 as good as the full matrix, 100 and 50 ~0.002 less)
 NEIGHBOURS = 200
 METHODS = ("ease", "cosine")
+# up to this many weights in the history items' rows, numpy reads them faster than scipy slices the candidates'
+# columns (which costs ~0.2 ms whatever the size): measured crossover ~20 history items x 200 neighbours
+HISTORY_ROWS_MAX_ENTRIES = 4_000
 UNKNOWN = -1  # position of an item the model has no index entry for
 
 
@@ -50,6 +53,7 @@ class ItemItemReranker:
     method: str  # "ease" or "cosine"
     neighbours: int
     ease_lambda: float | None = None
+    half_life: float | None = None  # history recency weighting (see recency_weights); None: every item weighs 1
 
     def __post_init__(self) -> None:
         self.weights = sp.csr_matrix(self.weights, dtype=np.float32)
@@ -60,6 +64,8 @@ class ItemItemReranker:
             raise RerankerError(f"unknown reranker method {self.method!r}: expected one of {', '.join(METHODS)}")
         if not np.isfinite(self.weight) or self.weight < 0:
             raise RerankerError(f"blend weight must be a finite number >= 0, got {self.weight}")
+        if self.half_life is not None and not (np.isfinite(self.half_life) and self.half_life > 0):
+            raise RerankerError(f"half_life must be a finite number > 0 or None, got {self.half_life}")
         self._incoming = self.weights.T.tocsr()  # row c: the votes candidate c gets (fast per-request slicing)
 
     @property
@@ -67,31 +73,28 @@ class ItemItemReranker:
         return self.weights.shape[0]
 
     def score(
-        self,
-        candidate_items: np.ndarray,
-        two_tower_scores: np.ndarray,
-        history_items: Sequence[int],
-        history_weights: Sequence[float] | None = None,
+        self, candidate_items: np.ndarray, two_tower_scores: np.ndarray, history_items: Sequence[int]
     ) -> np.ndarray:
         """Blended score of each candidate (float32, same order); higher is better.
 
         candidate_items / history_items: positions in the model's item index; UNKNOWN (-1) marks an item the
-        model does not know (a candidate gets no item-item part, a history item is skipped); any other value
+        model does not know (a candidate gets no item-item part, a history item is dropped); any other value
         outside [0, n_items) raises RerankerError. two_tower_scores: the candidates' cosine scores.
-        history_weights: one per history item (default 1).
+        history_items: the user's positive items OLDEST FIRST; an item listed twice counts once, as its newest
+        occurrence (recency_weights).
         """
         candidates = self._positions(candidate_items, "candidate_items")
         base = np.asarray(two_tower_scores, dtype=np.float32).reshape(-1)
         if base.shape != candidates.shape:
             raise RerankerError(f"{candidates.size} candidates but {base.size} two-tower scores")
         history = self._positions(history_items, "history_items")
-        votes = np.ones(history.size, np.float32) if history_weights is None else np.asarray(history_weights)
-        if votes.shape != history.shape:
-            raise RerankerError(f"{history.size} history items but {votes.size} history weights")
-        known = history != UNKNOWN
-        history, votes = history[known], votes[known].astype(np.float32)
+        history = history[history != UNKNOWN]
+        # keep each item's newest occurrence, in order: reversed, np.unique's first index is the newest
+        _, newest_first = np.unique(history[::-1], return_index=True)
+        history = history[::-1][np.sort(newest_first)][::-1]
         if not history.size or not candidates.size:
             return base.copy()
+        votes = recency_weights(history.size, self.half_life)
         item_item = self._item_item(candidates, history, votes)
         return self._blend(base[None, :], item_item[None, :])[0]
 
@@ -99,12 +102,18 @@ class ItemItemReranker:
         self, candidate_items: np.ndarray, two_tower_scores: np.ndarray, history: sp.csr_matrix
     ) -> np.ndarray:
         """`score` for many users at once (offline evaluation): candidates and two-tower scores [users, C],
-        history [users, n_items] (row u: user u's history weights). Equal to `score` row by row."""
+        history [users, n_items] (row u: user u's history items, each weighing recency_weights' value for its
+        age). Equal to `score` row by row."""
+        item_item = self.item_item_batch(candidate_items, history)
+        return blend(np.asarray(two_tower_scores, dtype=np.float32), item_item, self.weight)
+
+    def item_item_batch(self, candidate_items: np.ndarray, history: sp.csr_matrix) -> np.ndarray:
+        """[users, C]: sum over each user's history of weight x W[h, c] (the unblended item-item part)."""
         candidates = self._positions(candidate_items, "candidate_items").reshape(np.shape(candidate_items))
         pooled = np.asarray((sp.csr_matrix(history, dtype=np.float32) @ self.weights).toarray())
         item_item = np.take_along_axis(pooled, np.maximum(candidates, 0), axis=1)
         item_item[candidates == UNKNOWN] = 0.0
-        return self._blend(np.asarray(two_tower_scores, dtype=np.float32), item_item)
+        return item_item
 
     def reindexed(self, source_positions: np.ndarray) -> ItemItemReranker:
         """The same reranker over another item index: new item a is old item source_positions[a] (UNKNOWN: an
@@ -120,19 +129,28 @@ class ItemItemReranker:
             method=self.method,
             neighbours=self.neighbours,
             ease_lambda=self.ease_lambda,
+            half_life=self.half_life,
         )
 
     def _blend(self, base: np.ndarray, item_item: np.ndarray) -> np.ndarray:
-        scale = np.abs(item_item).max(axis=1, keepdims=True)
-        normalised = np.divide(item_item, scale, out=np.zeros_like(item_item), where=scale > 0)
-        return (base + np.float32(self.weight) * normalised).astype(np.float32)
+        return blend(base, item_item, self.weight)
 
     def _item_item(self, candidates: np.ndarray, history: np.ndarray, votes: np.ndarray) -> np.ndarray:
-        """sum_h votes[h] * W[h, c] for each candidate c: the candidates' rows of W^T times the history vector
-        (scipy's row slicing and mat-vec, both in C: ~0.2 ms for 200 x 200 with NEIGHBOURS = 200)."""
+        """sum_h votes[h] * W[h, c] for each candidate c: from the history items' rows of W for short histories
+        (numpy), else from the candidates' rows of W^T (scipy's row slicing and mat-vec)."""
+        known = candidates != UNKNOWN
+        history_lengths = self.weights.indptr[history + 1] - self.weights.indptr[history]
+        if history_lengths.sum() <= HISTORY_ROWS_MAX_ENTRIES:
+            entries = _segments(self.weights.indptr, history, history_lengths)
+            targets = self.weights.indices[entries]
+            values = self.weights.data[entries] * np.repeat(votes, history_lengths)
+            distinct, inverse = np.unique(candidates, return_inverse=True)
+            slot = np.searchsorted(distinct, targets).clip(max=distinct.size - 1)
+            hit = distinct[slot] == targets
+            sums = np.bincount(slot[hit], weights=values[hit], minlength=distinct.size)
+            return sums[inverse].astype(np.float32)
         history_vector = np.bincount(history, weights=votes, minlength=self.n_items).astype(np.float32)
         out = np.zeros(candidates.size, np.float32)
-        known = candidates != UNKNOWN
         out[known] = self._incoming[candidates[known]] @ history_vector
         return out
 
@@ -162,6 +180,7 @@ class ItemItemReranker:
             "method": self.method,
             "neighbours": self.neighbours,
             "ease_lambda": self.ease_lambda,
+            "half_life": self.half_life,
             "n_items": self.n_items,
         }
 
@@ -186,7 +205,26 @@ class ItemItemReranker:
             method=config["method"],
             neighbours=int(config["neighbours"]),
             ease_lambda=config["ease_lambda"],
+            half_life=config["half_life"],
         )
+
+
+def recency_weights(n_history: int, half_life: float | None) -> np.ndarray:
+    """Weights of a history of n items, oldest first: 0.5 ** (age / half_life), age 0 for the newest item;
+    all 1 without a half-life. On MovieLens' temporal split recent items predict the next ones far better
+    (validation NDCG@10 of the blend 0.136 unweighted, 0.196 with a half-life of 5 items); on a random split
+    every item counts alike (measured): the half-life is chosen on validation."""
+    if half_life is None:
+        return np.ones(n_history, np.float32)
+    age = np.arange(n_history - 1, -1, -1, dtype=np.float64)
+    return (0.5 ** (age / half_life)).astype(np.float32)
+
+
+def blend(base: np.ndarray, item_item: np.ndarray, weight: float) -> np.ndarray:
+    """base + weight x item_item / max |item_item| per row ([users, C] arrays)."""
+    scale = np.abs(item_item).max(axis=1, keepdims=True)
+    normalised = np.divide(item_item, scale, out=np.zeros_like(item_item), where=scale > 0)
+    return (base + np.float32(weight) * normalised).astype(np.float32)
 
 
 # -------------------------------------------------------------------------------------------- fitting W
@@ -239,3 +277,8 @@ def _top_per_sparse_row(csr: sp.csr_matrix, neighbours: int) -> sp.csr_matrix:
     kept_matrix = sp.csr_matrix((csr.data[kept], (rows[kept], csr.indices[kept])), shape=csr.shape, dtype=np.float32)
     kept_matrix.eliminate_zeros()
     return kept_matrix
+
+
+def _segments(indptr: np.ndarray, rows: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Positions in a CSR matrix's indices/data of all entries of `rows` (of these lengths), row after row."""
+    return np.repeat(indptr[rows] - np.cumsum(lengths) + lengths, lengths) + np.arange(int(lengths.sum()))
