@@ -72,6 +72,8 @@ def run() -> Result:
             table(["processes", "seed", "world size", "Recall@10", "NDCG@10", "best epoch", "seconds"], rows),
             f"2 processes vs 1 (seed {SEED}): |dRecall@10| {gap['recall@10']:.4f}, |dNDCG@10| {gap['ndcg@10']:.4f};"
             f" seed {SEED} vs {SEED + 1} (one process): {spread['recall@10']:.4f}, {spread['ndcg@10']:.4f}.",
+            "Quality, not speed: the seconds include start-up and the evaluation and follow the machine's load; on a"
+            " shared 2-core machine a 2-thread process suffers more from other work than two 1-thread ranks do.",
             "On a cluster the same command runs as a Kubeflow Trainer TrainJob (`--train-workers N`, README).",
             started_under,
         ]

@@ -126,6 +126,7 @@ def markdown(summary: dict, per_seed: dict, speeds: list[float]) -> str:
             *(f"{run[method]['ndcg@10']:.4f}" for method in METHODS),
             run["details"]["ease_lambda"],
             run["details"]["reranker"]["weight"],
+            run["details"]["reranker"]["half_life"] or "none",
         ]
         for split in SPLITS
         for run in per_seed[split]
@@ -140,14 +141,16 @@ def markdown(summary: dict, per_seed: dict, speeds: list[float]) -> str:
             "per-user 80/10/10; temporal: each user's latest 10% tested, the 10% before validated. Full ranking over "
             "all items, training items excluded (and validation items for test), averaged over users with a test item. "
             "The served model takes each user's top 200 unseen two-tower items and reranks them by cosine + w x "
-            "(sum of EASE weights from the user's training items, each item's 200 largest kept, divided by the "
-            "largest among the candidates); EASE's lambda is the baseline's, w is chosen on validation NDCG@10.",
+            "(sum of EASE weights from the user's training items, each item's 200 largest kept, each history item "
+            "weighted 0.5^(age / half-life) with age 0 for the newest, divided by the largest among the "
+            "candidates); EASE's lambda is the baseline's, w and the half-life (none, 5 or 20 items) are chosen on "
+            "validation NDCG@10.",
             "",
             table(["split", "method", "NDCG@10 (mean ± std)", "Recall@10 (mean ± std)"], rows),
             "",
             "NDCG@10 per seed:",
             "",
-            table(["split", "seed", *METHODS, "EASE lambda", "blend weight w"], seed_rows),
+            table(["split", "seed", *METHODS, "EASE lambda", "blend weight w", "half-life"], seed_rows),
             "",
             f"Training speed (median over runs of the median epoch): {np.median(speeds):,.0f} positive "
             "interactions/s on this machine (torch threads as OMP_NUM_THREADS sets them); each step embeds the whole catalogue and takes a softmax over it.",
@@ -167,9 +170,11 @@ def plot(summary: dict, path: Path) -> None:
     for ax, split in zip(axes, SPLITS, strict=True):
         means = [summary[split][m]["ndcg@10"][0] for m in METHODS]
         stds = [summary[split][m]["ndcg@10"][1] for m in METHODS]
-        labels = ["+ rerank (served)" if m == SERVED else "two-tower alone" if m == RETRIEVAL else m for m in METHODS]
+        labels = [
+            "served:\ntwo-tower\n+ rerank" if m == SERVED else "two-tower\nalone" if m == RETRIEVAL else m
+            for m in METHODS
+        ]
         ax.bar(labels, means, yerr=stds, capsize=4, color=[f"C{i}" for i in range(len(METHODS))])
-        ax.tick_params(axis="x", labelrotation=20)
         if split == "random":
             ax.axhline(RECBOLE_BPR["ndcg@10"], color="grey", ls="--", label="RecBole BPR (published)")
             ax.legend()

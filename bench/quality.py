@@ -94,7 +94,7 @@ def markdown(scores: dict, raw: dict, sizes: dict) -> str:
             f"{sizes['n_interactions']} interactions, seed {SEED}; then `recsys train --split temporal|random` "
             "(early stopping on validation Recall@10; baselines fitted on the same training part, EASE's lambda "
             "chosen on the validation part). The served model reranks the two-tower's top 200 unseen items with "
-            "EASE item-item weights (blend weight chosen on validation NDCG@10). Temporal: each user's latest interactions held out; random: per-user "
+            "EASE item-item weights (history recency half-life and blend weight chosen on validation NDCG@10). Temporal: each user's latest interactions held out; random: per-user "
             "80/10/10. Full ranking over all items; each user's known items excluded.",
             "",
             table(header, rows),

@@ -99,8 +99,10 @@ def markdown(d: dict) -> str:
     train = d["train_data"]
     return "\n".join(
         [
-            f"Sizes: items as the columns, {pts[-1]['n_users']:,} users, {pts[-1]['n_interactions'] // pts[-1]['n_items']} "
-            "interactions per item (10M at 1M items). Vectors: one model trained with the default recipe "
+            f"Sizes: items as the columns, {pts[-1]['n_users']:,} users, interactions "
+            + ", ".join(f"{p['n_interactions']:,}" for p in pts)
+            + " (10 per item). The exponents are per item (interactions grow with them). "
+            "Vectors: one model trained with the default recipe "
             f"({d['train_epochs']} epochs, full softmax) on a generated {train['n_users']:,} users / "
             f"{train['n_items']:,} items / {train['n_interactions']:,} interactions, then applied to each point's own "
             "generated catalogue (product texts left out, as in the retrieval section) and users (with their "

@@ -3,6 +3,7 @@ weight chosen on validation, bad input, and the reranker travelling with the mod
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -17,6 +18,7 @@ from recsys import schema
 from recsys.model import artifacts
 from recsys.model import rerank as rr
 from recsys.model.baselines import ease_weights
+from recsys.model.evaluate import rank_metrics
 from recsys.model.inputs import fit_feature_space
 from recsys.model.rerank_offline import fit_reranker, history_matrix, reranked_scores
 from recsys.model.towers import ItemTower, UserTower
@@ -39,6 +41,10 @@ def paired_matrix(n_users: int = 300, n_pairs: int = 20, n_noise: int = 2, seed:
     matrix = sp.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=(n_users, n_items))
     matrix.data[:] = 1.0  # a noise pick that repeats a pair item counts once
     return matrix
+
+
+def ndcg(heldout: list[np.ndarray], exclude: list[np.ndarray]) -> Callable[[np.ndarray], float]:
+    return lambda ranked: rank_metrics(ranked, heldout, exclude, (10,))["ndcg@10"]
 
 
 def reranker(weights: sp.csr_matrix, weight: float = 1.0) -> rr.ItemItemReranker:
@@ -164,13 +170,13 @@ def test_blend_weight_is_chosen_on_validation() -> None:
     train.eliminate_zeros()
     exclude = [train[user].indices for user in rows]
     noise = rng.random((200, 40)).astype(np.float32)
-    unweighted = {"history_for": lambda half_life: train, "half_lives": (None,)}
-    chosen, value = fit_reranker(train, 10.0, noise, heldout, exclude, **unweighted)
-    _, towers_alone = fit_reranker(train, 10.0, noise, heldout, exclude, **unweighted, weights=(0.0,))
+    unweighted = {"history_for": lambda half_life: train, "valid_value": ndcg(heldout, exclude), "half_lives": (None,)}
+    chosen, value = fit_reranker(train, 10.0, noise, exclude, **unweighted)
+    _, towers_alone = fit_reranker(train, 10.0, noise, exclude, **unweighted, weights=(0.0,))
     assert chosen.weight > 0 and value > 0.9 and towers_alone < 0.3
     oracle = np.zeros((200, 40), np.float32)
     oracle[rows, np.concatenate(heldout)] = 1.0
-    chosen, value = fit_reranker(train, 10.0, oracle, heldout, exclude, **unweighted, weights=(0.0, 2.0))
+    chosen, value = fit_reranker(train, 10.0, oracle, exclude, **unweighted, weights=(0.0, 2.0))
     assert chosen.weight == 0.0 and value == pytest.approx(1.0)
     # the offline score matrix: only each user's top candidates carry a (blended) score
     served = reranked_scores(chosen, noise, exclude, train, n_candidates=10)
@@ -195,7 +201,7 @@ def test_history_matrix_weighs_by_recency_as_score_does() -> None:
     model = replace(reranker(rr.item_item_weights(paired_matrix(), "ease", 10.0, 3)), half_life=1.0)
     candidates, base = np.array([[0, 1, 2, 3]]), np.zeros((1, 4), np.float32)
     np.testing.assert_allclose(
-        model.score(candidates[0], base[0], [1, 2, 1, 3]), model.score_batch(candidates, base, matrix[:1])
+        model.score(candidates[0], base[0], [1, 2, 1, 3]), model.score_batch(candidates, base, matrix[:1])[0]
     )
 
 
@@ -216,8 +222,9 @@ def test_history_half_life_is_chosen_on_validation() -> None:
     history_for = partial(history_matrix, train, users, items, rows)
     exclude = [matrix[row].indices for row in rows]
     noise = np.random.default_rng(6).random((200, 40)).astype(np.float32) * 0.01
-    chosen, value = fit_reranker(matrix, 10.0, noise, heldout, exclude, history_for, half_lives=(None, 5.0))
-    _, alike = fit_reranker(matrix, 10.0, noise, heldout, exclude, history_for, half_lives=(None,))
+    value_of = ndcg(heldout, exclude)
+    chosen, value = fit_reranker(matrix, 10.0, noise, exclude, history_for, value_of, half_lives=(None, 5.0))
+    _, alike = fit_reranker(matrix, 10.0, noise, exclude, history_for, value_of, half_lives=(None,))
     assert chosen.half_life == 5.0 and value > alike + 0.05
 
 

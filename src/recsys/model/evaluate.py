@@ -242,11 +242,10 @@ def evaluate_served_model(
         result["retrieval"] = rank_metrics(scores, test_set.heldout, test_set.exclude, k_values)
         result["model"] = result["retrieval"]
         if served.reranker is not None:
-            # the reranker over the evaluation's item columns; item_positions[j]: model position of column j
-            item_positions = pd.Index(served.item_ids).get_indexer(item_index)
+            # on_columns: the reranker over the evaluation's item columns, reranker: over the model's item_ids
             if isinstance(served.reranker, ItemItemReranker):
                 reranker = served.reranker
-                on_columns = reranker.reindexed(item_positions)
+                on_columns = reranker.reindexed(pd.Index(served.item_ids).get_indexer(item_index))
             elif served.reranker == FIT_RERANKER:
                 valid_scores = _model_scores(
                     served.user_scores, data.users, data.items, parts.train, valid_set.user_rows
@@ -255,9 +254,9 @@ def evaluate_served_model(
                     train_matrix,
                     ease_lambda,
                     valid_scores,
-                    valid_set.heldout,
                     valid_set.exclude,
                     partial(history_matrix, parts.train, user_index, item_index, valid_set.user_rows),
+                    lambda ranked: rank_metrics(ranked, valid_set.heldout, valid_set.exclude, (10,))[SELECTION_METRIC],
                 )
                 reranker = on_columns.reindexed(item_index.get_indexer(pd.Index(served.item_ids)))
             else:

@@ -5,13 +5,14 @@ then adds, for each candidate, how strongly the user's history items point at it
 
     blended = two_tower_score + weight * item_item / max |item_item over the candidates|
 
-with item_item[c] = sum over history items h of W[h, c]. W is EASE's closed-form weight matrix (Steck 2019)
-when the catalogue is small enough for its dense inverse (<= EASE_MAX_ITEMS items), otherwise the cosine
-similarity of the item columns; either way each row keeps only its NEIGHBOURS entries largest in absolute
-value, so W is a sparse [n_items, n_items] CSR matrix over the model's item index (TrainedModel.item_ids). Dividing by the
-largest |item_item| among the candidates puts the item-item part on the cosine's scale for every user, light
-or heavy, so one blend weight fits all (measured on validation, see bench/movielens.py). EASE's lambda and
-the blend weight are chosen on the validation part (rerank_offline.fit_reranker).
+with item_item[c] = sum over history items h of r_h W[h, c], where r_h = 0.5 ** (age_h / half_life) weighs
+recent items more (age 0 = the newest; without a half-life every r_h = 1). W is EASE's closed-form weight
+matrix (Steck 2019) when the catalogue is small enough for its dense inverse (<= EASE_MAX_ITEMS items),
+otherwise the cosine similarity of the item columns; either way each row keeps only its NEIGHBOURS entries
+largest in absolute value, so W is a sparse [n_items, n_items] CSR matrix over the model's item index
+(TrainedModel.item_ids). Dividing by the largest |item_item| among the candidates puts the item-item part on
+the cosine's scale for every user, light or heavy, so one blend weight fits all. The half-life and the blend
+weight are chosen on the validation part, EASE's lambda is the EASE baseline's (rerank_offline).
 """
 
 from __future__ import annotations

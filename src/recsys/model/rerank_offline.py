@@ -88,21 +88,20 @@ def fit_reranker(
     train_matrix: sp.csr_matrix,
     ease_lambda: float,
     valid_scores: np.ndarray,
-    valid_heldout: Sequence[np.ndarray],
     valid_exclude: Sequence[np.ndarray],
     history_for: HistoryFor,
+    valid_value: Callable[[np.ndarray], float],
     half_lives: Sequence[float | None] = HALF_LIVES,
     weights: Sequence[float] = BLEND_WEIGHTS,
 ) -> tuple[ItemItemReranker, float]:
-    """The reranker over train_matrix's items with the half-life and blend weight of the best validation
-    SELECTION_METRIC (the first of equals in grid order), and that value.
+    """The reranker over train_matrix's items with the half-life and blend weight of the best validation value
+    (the first of equals in grid order), and that value.
 
     EASE weights (with `ease_lambda`, the one the EASE baseline chose on validation) when at most
     EASE_MAX_ITEMS items have training interactions, cosine neighbours otherwise. valid_scores: the two-tower's
-    [users, n_items] scores of the validation users; history_for(half_life): their history matrix.
+    [users, n_items] scores of the validation users; history_for(half_life): their history matrix;
+    valid_value(served [users, n_items] scores): the validation SELECTION_METRIC of a ranking.
     """
-    from recsys.model.evaluate import rank_metrics  # evaluate imports this module
-
     n_active = int((np.asarray(train_matrix.getnnz(axis=0)) > 0).sum())
     method = "ease" if n_active <= EASE_MAX_ITEMS else "cosine"
     lam = ease_lambda if method == "ease" else None
@@ -114,8 +113,7 @@ def fit_reranker(
     for half_life in half_lives:
         item_item = reranker.item_item_batch(candidates, history_for(half_life))
         for weight in weights:
-            served = _on_candidates(candidates, blend(base, item_item, weight), scores.shape)
-            value = rank_metrics(served, list(valid_heldout), list(valid_exclude), (10,))[SELECTION_METRIC]
+            value = valid_value(_on_candidates(candidates, blend(base, item_item, weight), scores.shape))
             if best is None or value > best[0]:
                 best = (value, half_life, float(weight))
     if best is None:
