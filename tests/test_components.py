@@ -206,7 +206,7 @@ def test_deploy_step_creates_then_leaves_the_inference_service(trained: Model, m
     from recsys import deploy
 
     api = FakeCustomObjects()
-    monkeypatch.setattr(deploy, "_custom_objects_api", lambda: api)
+    monkeypatch.setattr(deploy, "custom_objects_api", lambda: api)
     remote = artifact(Model, Path("/unused"), "model")
     remote.uri = "minio://mlpipeline/v2/artifacts/run/train/model"
     remote.metadata = dict(trained.metadata)

@@ -181,9 +181,10 @@ class Offline:
             preferences=parse_preferences(user[schema.PREFERENCES]),
             excluded_items=self.catalogue.positions([*past.purchased, *bought]),
         )
-        items = [*self.model.recent_items.get(user_id or "", []), *past.purchased, *past.carted, *past.viewed,
+        # oldest first: the id-ordered history arrays, then the training tail, then events (newest last)
+        items = [*past.purchased, *past.carted, *past.viewed, *self.model.recent_items.get(user_id or "", []),
                  *past.pending, *(bought if rerank_bought else ())]  # fmt: skip
-        reranker, history = self.model.reranker, self.model.item_positions(list(dict.fromkeys(items)))
+        reranker, history = self.model.reranker, self.model.item_positions(items)
 
         def select(rows: np.ndarray, scores: np.ndarray) -> FilterResult:
             result = self.filters.apply(rows, scores, facts, MOMENT)

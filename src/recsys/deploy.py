@@ -180,7 +180,7 @@ def _contains(actual: Any, desired: Any) -> bool:
     return actual == desired
 
 
-def _custom_objects_api() -> CustomObjects:
+def custom_objects_api() -> CustomObjects:
     from kubernetes import client, config
 
     try:
@@ -210,7 +210,7 @@ def deploy_inference_service(
         return DeployResult("dry-run", manifest)
     from kubernetes.client.exceptions import ApiException
 
-    api = api or _custom_objects_api()
+    api = api or custom_objects_api()
     where = {"group": KSERVE_GROUP, "version": KSERVE_VERSION, "namespace": namespace, "plural": KSERVE_PLURAL}
     try:
         existing = api.get_namespaced_custom_object(name=name, **where)

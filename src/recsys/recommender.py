@@ -195,10 +195,12 @@ def _rerank_and_filter(version: ServedVersion, job: _Job, rows: np.ndarray, scor
 def _rerank_history(version: ServedVersion, user_id: str, past: history.UserHistory | None) -> np.ndarray | None:
     """Model positions of the user's items: training history, purchased/carted/viewed and pending events (the
     events feed the rerank at once). None when the model knows none of them: the user keeps the two-tower order."""
-    items = version.model.recent_items.get(user_id, [])
-    if past is not None:
-        items = [*items, *past.items(RERANK_HISTORY_KINDS), *past.pending]
-    positions = version.model.item_positions(list(dict.fromkeys(items)))
+    recent = version.model.recent_items.get(user_id, [])
+    # oldest first, as the reranker's recency weighting reads it; it keeps an item's newest occurrence. The
+    # history table's arrays are in id order, not time order: all but the pending items are at least as old as
+    # the training history's tail, so they go first and the training tail and pending events keep their order.
+    items = recent if past is None else [*past.items(RERANK_HISTORY_KINDS), *recent, *past.pending]
+    positions = version.model.item_positions(items)
     positions = positions[positions >= 0]
     return positions if len(positions) else None
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from recsys.deploy import _custom_objects_api
+from recsys.deploy import custom_objects_api
 
 TRAINER_GROUP = "trainer.kubeflow.org"
 TRAINER_VERSION = "v1alpha1"
@@ -159,7 +159,7 @@ def run_train_job(
     """
     from kubernetes.client.exceptions import ApiException
 
-    api = api or _custom_objects_api()
+    api = api or custom_objects_api()
     name, namespace = manifest["metadata"]["name"], manifest["metadata"]["namespace"]
     where = {"group": TRAINER_GROUP, "version": TRAINER_VERSION, "namespace": namespace, "plural": TRAINJOB_PLURAL}
     try:
@@ -218,7 +218,7 @@ def train_on_cluster(
     shutil.rmtree(job_dir, ignore_errors=True)  # what an earlier, failed try of this step left
     shutil.copytree(data_dir, job_dir / "data")
     manifest = train_job_manifest(template, name, namespace, str(job_dir), split, epochs, seed)
-    api = api or _custom_objects_api()
+    api = api or custom_objects_api()
     run_train_job(manifest, api=api, timeout_s=template["spec"]["activeDeadlineSeconds"], poll_s=poll_s,
                   sleep=sleep, clock=clock)  # fmt: skip
     written = job_dir / "model"
