@@ -99,8 +99,11 @@ def quality_gate(metrics: Mapping[str, Any], min_recall_at_10: float) -> bool:
 
 
 def metrics_to_log(metrics: Mapping[str, Any]) -> dict[str, float]:
-    """The flat name -> value pairs a KFP Metrics artifact shows: the model's and each baseline's Recall/NDCG@10."""
+    """The flat name -> value pairs a KFP Metrics artifact shows: the served model's (two-tower + rerank), the
+    two-tower retrieval stage's alone and each baseline's Recall/NDCG@10."""
     flat = {f"model_{name}": float(metrics["model"][name]) for name in LOGGED_METRICS}
+    if "retrieval" in metrics:  # models trained before the rerank stage have no separate retrieval row
+        flat.update({f"retrieval_{name}": float(metrics["retrieval"][name]) for name in LOGGED_METRICS})
     for baseline, values in sorted(metrics["baselines"].items()):
         flat.update({f"{baseline}_{name}": float(values[name]) for name in LOGGED_METRICS})
     return flat

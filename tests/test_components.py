@@ -91,6 +91,12 @@ def test_metrics_to_log_flattens_model_and_baselines() -> None:
         "popularity_recall@10": 0.1,
         "popularity_ndcg@10": 0.05,
     }
+    with_retrieval = {**metrics, "retrieval": {"recall@10": 0.25, "ndcg@10": 0.15}}
+    assert staging.metrics_to_log(with_retrieval) == {
+        **staging.metrics_to_log(metrics),
+        "retrieval_recall@10": 0.25,
+        "retrieval_ndcg@10": 0.15,
+    }
 
 
 @pytest.mark.unit
