@@ -313,9 +313,10 @@ def markdown(cases: list[dict], feast_rate: float, sz: Sizes) -> str:
             "scans every row). Trained vectors: the item tower of a model trained for "
             f"{MODEL_EPOCHS} epochs on the default data, applied to a generated catalogue of that size with the "
             "product texts left out (MiniLM would need ~3 min for 100k texts); their queries are the user-tower "
-            "vectors of the default data's users. Items beyond the 5,000 the model saw go through the tower's "
-            "out-of-vocabulary id, so their vectors come from category, price and rating alone and many nearly "
-            "coincide: a crowded, realistic case for cold items. Random vectors: uniform on the sphere (queries too), the hard "
+            "vectors of the default data's users. Items the model never saw (at 100k all of them: ids are padded to "
+            "the catalogue's size) go through the tower's out-of-vocabulary id, so their vectors come from category, "
+            "price and rating alone: the cold-item case (an older model crowded them into near-duplicate clusters "
+            "and HNSW recall@100 fell to 0.55; docs/scaling.md). Random vectors: uniform on the sphere (queries too), the hard "
             "case for an ANN graph. `Feast p50 / p50`: Feast's p50 divided by the method's p50, same run.",
             "",
             table(

@@ -10,6 +10,7 @@ batch top-k per user; Feast materialization; the real predictor (startup, memory
 from __future__ import annotations
 
 import json
+import os
 import resource
 import sys
 import time
@@ -167,7 +168,12 @@ def measure_point(point: dict) -> dict:
 
     n_items, n_users, n_interactions = point["n_items"], point["n_users"], point["n_interactions"]
     model_dir = Path(point["model_dir"])
-    out: dict = {"n_items": n_items, "n_users": n_users, "n_interactions": n_interactions}
+    out: dict = {
+        "n_items": n_items,
+        "n_users": n_users,
+        "n_interactions": n_interactions,
+        "load_at_start": os.getloadavg()[0],
+    }
     with workspace("scale") as root:
         data = get_settings().data_dir
         out["generate_s"], _ = timed(generate_data, data, n_users, n_items, n_interactions)

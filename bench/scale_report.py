@@ -178,6 +178,10 @@ def markdown(d: dict) -> str:
                 ["items", "retrieval", "ready s", "RSS MB", "USS MB", "p50 ms", "p99 ms", "req/s", "errors"], serving
             ),
             "",
+            "1-minute load average when each point started (the machine is shared; '-' where not recorded): "
+            + ", ".join(f"{p['n_items']:,} items {cell(p.get('load_at_start'))}" for p in pts)
+            + ".",
+            "",
             "![scale](bench/results/scale.png)",
         ]
     )
