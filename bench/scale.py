@@ -77,9 +77,12 @@ def train_data() -> tuple[dict, int]:
 
 
 def run_point(point: dict) -> dict:
+    # always a fresh embedded Postgres per point, never RECSYS_PG_DSN's server: a point's tables and Feast rows
+    # would stay behind in it (the test session's shared database), and each point's timings need an empty one
+    env = {key: value for key, value in os.environ.items() if key != "RECSYS_PG_DSN"}
     out = subprocess.run(
         [sys.executable, "-m", "bench.scale_point", json.dumps(point)],
-        cwd=ROOT, capture_output=True, text=True, timeout=POINT_TIMEOUT_S, check=False,
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=POINT_TIMEOUT_S, check=False,
     )  # fmt: skip
     if out.returncode != 0:
         raise RuntimeError(f"scale point {point['n_items']} failed:\n{out.stderr[-3000:]}")
