@@ -58,7 +58,7 @@ def synthetic_quality(
             metrics = _train_and_score(data, workdir / f"model-{seed}-{split}", split, seed, epochs)
             for method, values in metrics_by_method(metrics).items():
                 runs[split, method].append(values)
-    return [_aggregate(split, method, runs[split, method], seeds) for split in splits for method in METHODS]
+    return [aggregate(split, method, runs[split, method], seeds) for split in splits for method in METHODS]
 
 
 def markdown_table(rows: list[QualityRow], metrics: tuple[str, ...] = TABLE_METRICS) -> str:
@@ -77,7 +77,7 @@ def _train_and_score(data: Path, out: Path, split: str, seed: int, epochs: int |
     return json.loads((out / METRICS_FILE).read_text())
 
 
-def _aggregate(split: str, method: str, runs: list[dict[str, float]], seeds: tuple[int, ...]) -> QualityRow:
+def aggregate(split: str, method: str, runs: list[dict[str, float]], seeds: tuple[int, ...]) -> QualityRow:
     values = {metric: np.array([run[metric] for run in runs]) for metric in runs[0]}
     return QualityRow(
         split=split,

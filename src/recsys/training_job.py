@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from recsys.deploy import custom_objects_api
+from recsys.deploy import CustomObjects, custom_objects_api
 
 TRAINER_GROUP = "trainer.kubeflow.org"
 TRAINER_VERSION = "v1alpha1"
@@ -41,16 +41,8 @@ class TrainJobError(RuntimeError):
     """The TrainJob failed, timed out, or left no model."""
 
 
-class TrainJobApi(Protocol):
-    """The slice of kubernetes.client.CustomObjectsApi used here (a fake stands in for it in tests)."""
-
-    def get_namespaced_custom_object(
-        self, group: str, version: str, namespace: str, plural: str, name: str
-    ) -> dict[str, Any]: ...
-
-    def create_namespaced_custom_object(
-        self, group: str, version: str, namespace: str, plural: str, body: dict[str, Any]
-    ) -> dict[str, Any]: ...
+class TrainJobApi(CustomObjects, Protocol):
+    """deploy's slice of kubernetes.client.CustomObjectsApi plus delete (a fake stands in for it in tests)."""
 
     def delete_namespaced_custom_object(
         self, group: str, version: str, namespace: str, plural: str, name: str, **kwargs: Any
